@@ -1,0 +1,267 @@
+"""Typed, self-checking model configuration: one dataclass per tower, YAML/JSON round-trip.
+
+Every config validates itself on construction and names the bad field in its error, so a typo in a YAML file
+fails at load time rather than as a shape mismatch deep inside a forward pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+COMPAT_MODES = ("none", "official")
+BackboneArch = Literal["pvt_v1", "pvt_v2"]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range; the message names the field."""
+
+
+def _check(cond: bool, field_name: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{field_name}: {msg}")
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """A pyramid vision transformer (PVT v1 or v2) with a CLS token in every stage."""
+
+    arch: BackboneArch = "pvt_v1"
+    name: str | None = "pvt_small"
+    """Registered backbone whose ImageNet weights fit (``None``: a custom shape with no released weights)."""
+    embed_dims: tuple[int, ...] = (64, 128, 320, 512)
+    num_heads: tuple[int, ...] = (1, 2, 5, 8)
+    mlp_ratios: tuple[float, ...] = (8, 8, 4, 4)
+    depths: tuple[int, ...] = (3, 4, 6, 3)
+    sr_ratios: tuple[int, ...] = (8, 4, 2, 1)
+    patch_size: int = 4
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    pretrain_size: int = 224
+    """Input size the positional embeddings are stored for (PVT v1); they are interpolated to the real grid."""
+    linear_attn: bool = False
+    """PVT v2 ``_li`` variants: pooled linear spatial reduction."""
+
+    def __post_init__(self) -> None:
+        _check(self.arch in ("pvt_v1", "pvt_v2"), "vision.arch", f"must be 'pvt_v1' or 'pvt_v2', got {self.arch!r}")
+        n = len(self.embed_dims)
+        _check(n == 4, "vision.embed_dims", f"MGHFT needs 4 stages, got {n}")
+        for name in ("num_heads", "mlp_ratios", "depths", "sr_ratios"):
+            _check(len(getattr(self, name)) == n, f"vision.{name}", f"needs {n} entries like embed_dims")
+        for i, (d, h) in enumerate(zip(self.embed_dims, self.num_heads, strict=True)):
+            _check(h > 0 and d % h == 0, f"vision.num_heads[{i}]", f"{h} heads must divide embed dim {d}")
+        _check(all(d >= 1 for d in self.depths), "vision.depths", "every stage needs at least one block")
+        _check(all(r >= 1 for r in self.sr_ratios), "vision.sr_ratios", "must be >= 1")
+        _check(self.sr_ratios[-1] == 1, "vision.sr_ratios", "the last stage must not reduce (ratio 1)")
+        _check(0 <= self.drop_path_rate < 1, "vision.drop_path_rate", "must be in [0, 1)")
+        _check(self.pretrain_size % 32 == 0, "vision.pretrain_size", "must be a multiple of 32")
+
+    def stage_strides(self) -> tuple[int, ...]:
+        """Total downsampling factor at the output of each stage."""
+        first = self.patch_size if self.arch == "pvt_v1" else 4
+        return tuple(first * 2**i for i in range(4))
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """The text encoder and how its hidden states become one feature per view."""
+
+    encoder: str | None = "bert-base-uncased"
+    """Hugging Face hub id, local folder, or ``packaged:all-MiniLM-L6-v2`` (ships in a pip package)."""
+    dim: int = 768
+    max_length: int = 512
+    last_layers: int = 4
+    """Average of the last ``last_layers`` hidden layers, then a mean over tokens."""
+    masked_mean: bool = True
+    """Mean over real tokens only; ``False`` reproduces the public code, whose mean includes padding."""
+    pad_to_max_length: bool = False
+    """Pad every text to ``max_length`` (the public code's tokenisation; only matters without ``masked_mean``)."""
+    identical_views: bool = False
+    """Public-code defect: every view is fed the whole lower-cased description instead of its own section."""
+    trainable: bool = False
+    """Fine-tune the encoder. A frozen encoder runs in eval mode and its features can be cached."""
+
+    def __post_init__(self) -> None:
+        _check(self.dim > 0, "text.dim", "must be positive")
+        _check(1 <= self.max_length <= 8192, "text.max_length", "must be in [1, 8192]")
+        _check(self.last_layers >= 1, "text.last_layers", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Stage text injection, local re-attention and the text-guided fusion attention block."""
+
+    hidden_dim: int = 768
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    alpha: int = 8
+    """Local tokens per head and stage are ``alpha * sr_ratio**2``."""
+    local_stages: tuple[bool, ...] = (True, True, True, True)
+    """Stages whose local tokens enter the fusion (the last stage always does)."""
+    local_text_injection: bool = True
+    """Add each stage's projected view feature to its local tokens (off: the "no local injection" ablation)."""
+    attention: Literal["tgfa", "self"] = "tgfa"
+    """``tgfa``: text-guided fusion attention; ``self``: plain self-attention over the visual sequence."""
+    stale_stage4_text: bool = False
+    """Public-code defect: the stage-4 local text token repeats stage 3's."""
+
+    def __post_init__(self) -> None:
+        _check(self.hidden_dim % self.num_heads == 0, "fusion.num_heads", "must divide fusion.hidden_dim")
+        _check(self.alpha >= 1, "fusion.alpha", "must be >= 1")
+        _check(len(self.local_stages) == 4, "fusion.local_stages", "needs 4 entries")
+        _check(bool(self.local_stages[-1]), "fusion.local_stages", "the last stage always gives local tokens")
+        _check(0 <= self.dropout < 1 and 0 <= self.attn_dropout < 1, "fusion.dropout", "must be in [0, 1)")
+        _check(
+            self.attention in ("tgfa", "self"), "fusion.attention", f"must be 'tgfa' or 'self', not {self.attention!r}"
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole MGHFT model."""
+
+    name: str = "mghft_pvt_small"
+    num_classes: int = 7
+    image_size: int = 448
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    num_views: int = 4
+    compat: str = "none"
+    """``official`` reproduces the public code's defects (see ``mghft.compat``); ``none`` is correct."""
+
+    def __post_init__(self) -> None:
+        _check(self.num_classes >= 1, "num_classes", "must be >= 1")
+        _check(self.num_views == 4, "num_views", "MGHFT injects one view per stage: 4")
+        _check(self.compat in COMPAT_MODES, "compat", f"must be one of {COMPAT_MODES}, got {self.compat!r}")
+        strides = self.vision.stage_strides()
+        _check(self.image_size % strides[-1] == 0, "image_size", f"must be a multiple of {strides[-1]}")
+        for i, (s, r, h) in enumerate(zip(strides, self.vision.sr_ratios, self.vision.num_heads, strict=True)):
+            side = self.image_size // s
+            _check(side % r == 0, "image_size", f"stage {i + 1} grid {side} is not divisible by sr ratio {r}")
+            k = self.local_tokens_per_head()[i]
+            _check(
+                k <= side * side,
+                "image_size",
+                f"stage {i + 1} has {side * side} patches, fewer than the {k} local tokens per head that "
+                f"fusion.alpha={self.fusion.alpha} asks for; use a larger image or a smaller alpha",
+            )
+            del h
+
+    def local_tokens_per_head(self) -> tuple[int, ...]:
+        """Local Re-Attention picks ``alpha * sr**2`` tokens per head in each stage (0 for unused stages)."""
+        return tuple(
+            self.fusion.alpha * r * r if use else 0
+            for r, use in zip(self.vision.sr_ratios, self.fusion.local_stages, strict=True)
+        )
+
+    def local_token_counts(self) -> tuple[int, ...]:
+        """Local tokens each stage contributes to the visual sequence (all heads)."""
+        return tuple(k * h for k, h in zip(self.local_tokens_per_head(), self.vision.num_heads, strict=True))
+
+    @property
+    def visual_tokens(self) -> int:
+        """Length of the visual sequence: 4 global tokens plus all local tokens (996 for the paper model)."""
+        return self.num_views + sum(self.local_token_counts())
+
+    @property
+    def model_dim(self) -> int:
+        """Width of the stage-4 tokens, the global tokens and the projected text features (512 for PVT-small)."""
+        return self.vision.embed_dims[-1]
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with top-level fields replaced; nested configs may be given as dicts of changes."""
+        updates: dict[str, Any] = {}
+        for key, value in changes.items():
+            current = getattr(self, key, None) if key in _field_names(ModelConfig) else None
+            if key not in _field_names(ModelConfig):
+                raise ConfigError(f"{key}: unknown model config field")
+            if dataclasses.is_dataclass(current) and isinstance(value, dict):
+                value = dataclasses.replace(current, **_coerce(type(current), value, key))
+            updates[key] = value
+        return dataclasses.replace(self, **updates)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return _from_dict(cls, data, "")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ModelConfig:
+        """Read a ``.yaml``/``.yml``/``.json`` model config."""
+        path = Path(path)
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+
+def apply_compat(config: ModelConfig, mode: str) -> ModelConfig:
+    """Set the switches that reproduce the public code (``official``) or the corrected model (``none``)."""
+    _check(mode in COMPAT_MODES, "compat", f"must be one of {COMPAT_MODES}, got {mode!r}")
+    official = mode == "official"
+    return dataclasses.replace(
+        config,
+        compat=mode,
+        text=dataclasses.replace(
+            config.text, masked_mean=not official, pad_to_max_length=official, identical_views=official
+        ),
+        fusion=dataclasses.replace(config.fusion, stale_stage4_text=official),
+    )
+
+
+_NESTED = {"vision": VisionConfig, "text": TextConfig, "fusion": FusionConfig}
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _coerce(cls: type, data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    names = _field_names(cls)
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{prefix + '.' if prefix else ''}{unknown[0]}: unknown field (known: {sorted(names)})")
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        out[key] = value
+    return out
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], prefix: str) -> T:
+    kwargs = _coerce(cls, data, prefix)
+    for key, sub in _NESTED.items():
+        if key in kwargs and isinstance(kwargs[key], dict):
+            kwargs[key] = _from_dict(sub, kwargs[key], key)
+    return cls(**kwargs)

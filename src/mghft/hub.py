@@ -1,0 +1,229 @@
+"""Weights resolution and self-describing checkpoint folders.
+
+Resolution order for a released file: an explicit file > a local folder holding it > the cache
+(``$MGHFT_CACHE``, default ``~/.cache/mghft``) > download (URL with sha256 when known, or the Hugging Face
+Hub). Offline (``MGHFT_OFFLINE=1``, ``HF_HUB_OFFLINE=1`` or ``offline=True``) the last step is never taken;
+a missing file is an error that says what to download and where to put it.
+
+A checkpoint is a folder: ``model.safetensors`` (weights; a frozen text encoder is left out and rebuilt from
+its id) and ``config.json`` (the resolved model config, label names, preprocessing, metrics). Loading never
+executes code from a file: safetensors here, and ``.pth`` files only through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from mghft.models.text import offline_mode
+from mghft.registry import WeightsEntry
+
+CHECKPOINT_FORMAT = 1
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A weights file is not available locally and may not (or could not) be downloaded."""
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights are kept: ``$MGHFT_CACHE`` or ``~/.cache/mghft``."""
+    return Path(os.environ.get("MGHFT_CACHE", Path.home() / ".cache" / "mghft"))
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_weights(
+    entry: WeightsEntry,
+    file: str | Path | None = None,
+    local_dir: str | Path | None = None,
+    offline: bool | None = None,
+) -> Path:
+    """The local path of ``entry``'s file, downloading it into the cache if allowed and needed."""
+    if file is not None:
+        p = Path(file)
+        if not p.is_file():
+            raise WeightsNotFoundError(f"weights file {p} does not exist")
+        return p
+    candidates = []
+    if local_dir is not None:
+        candidates += [Path(local_dir) / entry.filename]
+        if entry.hf_filename:
+            candidates.append(Path(local_dir) / entry.hf_filename)
+    target = cache_dir() / entry.filename
+    candidates.append(target)
+    for c in candidates:
+        if c.is_file():
+            return c
+    offline = offline_mode() if offline is None else offline
+    source = entry.url or f"hf://{entry.hf_repo}/{entry.hf_filename}"
+    if offline:
+        raise WeightsNotFoundError(
+            f"{entry.filename} is not available offline. Download {source} and put it at {target} "
+            f"(or pass its path explicitly)."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if entry.hf_repo:
+            from huggingface_hub import hf_hub_download
+
+            got = Path(hf_hub_download(entry.hf_repo, entry.hf_filename or entry.filename))
+            shutil.copyfile(got, target)
+        else:
+            assert entry.url is not None
+            _download(entry.url, target, entry.sha256)
+    except WeightsNotFoundError:
+        raise
+    except Exception as e:
+        raise WeightsNotFoundError(f"could not download {source} to {target}: {e}") from e
+    return target
+
+
+def _download(url: str, target: Path, sha256: str | None) -> None:
+    tmp = target.with_suffix(target.suffix + ".part")
+    h = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+        for chunk in iter(lambda: r.read(1 << 20), b""):
+            h.update(chunk)
+            f.write(chunk)
+    if sha256 and h.hexdigest() != sha256:
+        tmp.unlink(missing_ok=True)
+        raise WeightsNotFoundError(f"checksum mismatch for {url}: got {h.hexdigest()}, expected {sha256}")
+    os.replace(tmp, target)
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file, or of a ``.pth``/``.pt`` file loaded with ``weights_only=True``.
+
+    A training checkpoint's ``model``/``state_dict`` entry is unwrapped. Its ``args`` (an argparse Namespace)
+    is allowed; nothing else that needs code to unpickle is.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict", "model_state_dict"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: not a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# checkpoint folders
+
+
+def save_checkpoint(
+    model: torch.nn.Module,
+    folder: str | Path,
+    *,
+    class_names: Sequence[str],
+    preprocess: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/config.json`` atomically (a half-written folder never
+    replaces a good one). Pass the model before ``torch.compile`` or DDP wrapping, or let this unwrap it."""
+    model = getattr(model, "_orig_mod", model)
+    model = getattr(model, "module", model)
+    cfg = model.cfg
+    if len(class_names) != cfg.num_classes:
+        raise ValueError(f"{len(class_names)} class names for a model with {cfg.num_classes} classes")
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        sd = {k: v.detach().contiguous().cpu() for k, v in model.trainable_state_dict().items()}
+        save_file(sd, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "mghft_format": str(CHECKPOINT_FORMAT)})
+        meta = {
+            "mghft_format": CHECKPOINT_FORMAT,
+            "model": cfg.to_dict(),
+            "class_names": list(class_names),
+            "preprocess": dict(preprocess or default_preprocess(cfg.image_size)),
+            "text_encoder_included": any(k.startswith("text_encoder.") for k in sd),
+            "metrics": dict(metrics or {}),
+            **dict(extra or {}),
+        }
+        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def default_preprocess(image_size: int) -> dict[str, Any]:
+    """Eval preprocessing of the public code: resize the short side to size/0.875, centre crop, ImageNet norm."""
+    return {
+        "image_size": image_size,
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
+
+
+def resolve_checkpoint_dir(path_or_repo: str | Path, offline: bool | None = None) -> Path:
+    """A local checkpoint folder, or a Hugging Face Hub repo id fetched into the hub cache."""
+    p = Path(path_or_repo)
+    if p.exists():
+        if not p.is_dir():
+            raise FileNotFoundError(f"{p} is a file; a checkpoint is a folder with {WEIGHTS_NAME} and {CONFIG_NAME}")
+        return p
+    s = str(path_or_repo)
+    if s.count("/") != 1 or s.startswith((".", "/")):
+        raise FileNotFoundError(f"checkpoint folder {p} does not exist")
+    from huggingface_hub import snapshot_download
+
+    offline = offline_mode() if offline is None else offline
+    try:
+        return Path(snapshot_download(s, allow_patterns=[WEIGHTS_NAME, CONFIG_NAME], local_files_only=offline))
+    except Exception as e:
+        raise FileNotFoundError(
+            f"{s!r} is neither a local folder nor a reachable Hugging Face Hub repo"
+            + (" (offline: only the local hub cache was searched)" if offline else "")
+            + f": {e}"
+        ) from e
+
+
+def read_checkpoint_meta(folder: str | Path) -> dict[str, Any]:
+    """``config.json`` of a checkpoint folder, checked for the files and keys a load needs."""
+    folder = Path(folder)
+    for name in (WEIGHTS_NAME, CONFIG_NAME):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"checkpoint {folder} is missing {name}")
+    meta = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    for key in ("model", "class_names"):
+        if key not in meta:
+            raise ValueError(f"{folder / CONFIG_NAME}: missing key {key!r}")
+    if meta.get("mghft_format", 0) > CHECKPOINT_FORMAT:
+        raise ValueError(f"{folder}: checkpoint format {meta['mghft_format']} is newer than this mghft supports")
+    return meta

@@ -1,0 +1,153 @@
+"""MGHFT's fusion pieces: Local Re-Attention token selection and the text-guided fusion attention (TGFA).
+
+Local Re-Attention (Liu et al., "LORA", ACM MM 2022) rolls out a stage's attention maps and keeps, per head,
+the patches the CLS query attends to most. Only the CLS row of the rolled-out product is needed, so a row
+vector is pushed through the chain of maps: O(L * N * M) instead of the O(L * N^2 * M) matrix product (at
+448 px the first stage's full product is a 12545 x 12545 matrix per sample and head).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# --------------------------------------------------------------------------------------------------------------
+# Local Re-Attention
+
+
+def _rollout_factors(maps: list[Tensor], last: bool) -> list[tuple[Tensor, bool]]:
+    """The rolled-out product as (map, transposed) factors, left to right.
+
+    Non-last stages (maps (1+N) x (1+M), not square): R = A1 A0^T, then R = Ai^T R for even i, R = Ai R for odd
+    i. Last stage (square maps): R = A_{L-1} ... A1 A0. A single map is its own rollout.
+    """
+    if last or len(maps) == 1:
+        return [(a, False) for a in reversed(maps)]
+    factors = [(maps[1], False), (maps[0], True)]
+    for i in range(2, len(maps)):
+        factors.insert(0, (maps[i], i % 2 == 0))
+    return factors
+
+
+def cls_rollout_scores(maps: list[Tensor], last: bool) -> Tensor:
+    """Row 0 of the rolled-out attention without forming the product: (B, heads, n) scores, CLS column dropped."""
+    factors = _rollout_factors(maps, last)
+    first, transposed = factors[0]
+    v = first[..., :, 0] if transposed else first[..., 0, :]  # (B, h, n0)
+    for a, transposed in factors[1:]:
+        m = a.transpose(-2, -1) if transposed else a
+        v = (v.unsqueeze(-2) @ m).squeeze(-2)  # (B, h, 1, n) -> (B, h, n)
+    return v[..., 1:]
+
+
+def full_rollout_scores(maps: list[Tensor], last: bool) -> Tensor:
+    """The same scores through the full matrix product, as the public code computes them (reference only)."""
+    factors = _rollout_factors(maps, last)
+    r = None
+    for a, transposed in reversed(factors):
+        m = a.transpose(-2, -1) if transposed else a
+        r = m if r is None else m @ r
+    assert r is not None
+    return r[..., 0, 1:]
+
+
+def select_local_tokens(maps: list[Tensor], k: int, last: bool, n_cls: int = 1) -> Tensor:
+    """Indices of the top-``k`` patches per head, as token positions (CLS offset added): (B, heads * k).
+
+    Duplicates across heads are kept. The rollout runs without gradient in at least float32.
+    """
+    with torch.no_grad():
+        dtype = torch.promote_types(maps[0].dtype, torch.float32)
+        scores = cls_rollout_scores([m.detach().to(dtype) for m in maps], last)  # (B, h, N)
+        if k > scores.shape[-1]:
+            raise ValueError(f"cannot pick {k} local tokens per head from {scores.shape[-1]} candidates")
+        idx = scores.topk(k, dim=-1).indices + n_cls  # (B, h, k)
+    return idx.flatten(1)
+
+
+def gather_tokens(tokens: Tensor, idx: Tensor) -> Tensor:
+    """tokens (B, N, C), idx (B, K) -> (B, K, C)."""
+    return tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+def mlp2(dim_in: int, dim_hidden: int, dim_out: int) -> nn.Sequential:
+    """Linear -> ReLU -> Linear (the public code's cross/local/global projections)."""
+    return nn.Sequential(nn.Linear(dim_in, dim_hidden), nn.ReLU(), nn.Linear(dim_hidden, dim_out))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Text-guided fusion attention
+
+
+class FusionAttention(nn.Module):
+    """Multi-head attention that serves both TGFA (``context`` given) and plain self-attention.
+
+    TGFA in two steps, with the same key and value layers for both modalities:
+      1. each visual query attends over the text tokens:  V~ = softmax(Q K_t^T / sqrt(d)) V_t
+      2. V~ attends over the visual keys:                  out = softmax(V~ K^T / sqrt(d)) V
+    """
+
+    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj_drop = nn.Dropout(attn_drop)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        B, N, _ = x.shape
+        return x.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, N, d)
+
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """x (B, N, D), context (B, T, D) -> (B, N, D) and, if asked, the step-1 text attention (B, h, N, T)."""
+        B, N, D = x.shape
+        q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))
+        p = self.attn_drop.p if self.training else 0.0
+        text_attn = None
+        if context is not None:
+            kt, vt = self._heads(self.k(context)), self._heads(self.v(context))  # (B, h, T, d)
+            text_attn = (q @ kt.transpose(-2, -1) / self.head_dim**0.5).softmax(dim=-1)  # (B, h, N, T)
+            q = self.attn_drop(text_attn) @ vt  # (B, h, N, d): the text-guided queries
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, h, N, d)
+        out = out.transpose(1, 2).reshape(B, N, D)
+        return self.proj_drop(self.proj(out)), (text_attn if need_weights else None)
+
+
+class FusionMlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, drop: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+        for fc in (self.fc1, self.fc2):
+            nn.init.xavier_uniform_(fc.weight)
+            nn.init.normal_(fc.bias, std=1e-6)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class FusionBlock(nn.Module):
+    """One pre-norm block: LayerNorm on the visual tokens only, TGFA (or self-attention), MLP."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float, attn_dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = FusionAttention(dim, num_heads, attn_dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = FusionMlp(dim, mlp_dim, dropout)
+
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        y, attn = self.attn(self.norm1(x), context, need_weights)
+        x = x + y
+        return x + self.mlp(self.norm2(x)), attn
