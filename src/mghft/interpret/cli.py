@@ -1,0 +1,357 @@
+"""``mghft interpret``, ``mghft descriptions`` and ``mghft zeroshot``: argparse only; work happens in the handlers.
+
+Also runnable alone (``python -m mghft.interpret.cli interpret ...``) with just these commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+_DATASETS = ("folder", "ser30k", "metmeme", "manifest")
+
+
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("dataset")
+    g.add_argument("--dataset", choices=_DATASETS, help="read a dataset instead of (or besides) PATHs")
+    g.add_argument("--root", type=Path, help="dataset folder (for manifest: the manifest file)")
+    g.add_argument("--split", default="train", help="SER30K split: train, val, test or all (default: train)")
+    g.add_argument("--language", default="E", help="MET-MEME language: E, C or both (default: E)")
+
+
+def _add_backend_args(p: argparse.ArgumentParser, *, offline: bool) -> None:
+    g = p.add_argument_group("backend")
+    spec_help = "<provider>:<model>, provider one of openai, vllm, ollama, llamacpp, lmstudio, compatible"
+    g.add_argument("--backend", required=True, help=("'offline' or " if offline else "") + spec_help)
+    g.add_argument("--base-url", action="append", default=[], metavar="URL",
+                   help="server URL ending in /v1; repeat for several servers of the same model")  # fmt: skip
+    g.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the API key")
+    g.add_argument("--concurrency", type=int, default=8, help="requests in flight, all endpoints together")
+    g.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request")
+    g.add_argument("--max-attempts", type=int, default=6, help="attempts per image on 429/5xx/timeouts")
+    g.add_argument("--malformed-attempts", type=int, default=3, help="answers per image that may fail to parse")
+    g.add_argument("--max-side", type=int, default=512, help="longer image side sent, pixels")
+    g.add_argument("--max-tokens", type=int, default=700, help="answer token limit")
+    g.add_argument("--structured", default="auto", choices=("auto", "json_schema", "json_object", "none"),
+                   help="ask for JSON answers (auto: schema, falling back per server)")  # fmt: skip
+    g.add_argument("--detail", choices=("low", "high", "auto"), help="OpenAI image detail (default low for openai)")
+    g.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; negative: server default")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--limit", type=int, help="at most this many images")
+    g.add_argument("-v", "--verbose", action="store_true", help="log each failure")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``interpret``, ``descriptions`` and ``zeroshot`` commands."""
+    p = subparsers.add_parser(
+        "interpret",
+        help="write the four view descriptions of images into a description store",
+        description="Describe images (files, folders, or a dataset) with a multimodal LLM or the offline backend.",
+    )
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="image files or folders (searched recursively)")
+    p.add_argument("--store", type=Path, required=True, help="description store (SQLite file), created if missing")
+    _add_dataset_args(p)
+    _add_backend_args(p, offline=True)
+    p.add_argument("--prompt-version", help="package prompt version (default: newest)")
+    p.add_argument("--shard", default="0/1", help="i/n: describe only shard i of n (by image hash)")
+    p.add_argument("--redo", default="none", choices=("none", "stale", "all"),
+                   help="redo described images: none, stale (other prompt version), all")  # fmt: skip
+    p.add_argument("--no-ocr", action="store_true", help="offline backend: skip OCR")
+    p.add_argument("--summary-json", type=Path, help="also write the closing summary here")
+    p.add_argument("--dry-run", action="store_true", help="plan only: counts and the request estimate, no calls")
+    p.set_defaults(handler=_cmd_interpret)
+
+    d = subparsers.add_parser("descriptions", help="inspect, export and import a description store")
+    dsub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
+    s = dsub.add_parser("stats", help="counts by backend, model and prompt; failures by error")
+    s.add_argument("--store", type=Path, required=True)
+    s.set_defaults(handler=_cmd_stats)
+    e = dsub.add_parser("export-official", help="write a SER30K annotation JSON with descriptions in 'text'")
+    e.add_argument("--store", type=Path, required=True)
+    e.add_argument("--annotations", type=Path, required=True, help="the SER30K annotation JSON to copy")
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--images-root", type=Path, help="the Images folder (default: found beside Annotations)")
+    e.add_argument("--on-missing", default="error", choices=("error", "empty", "keep"),
+                   help="record without description: fail, empty text, or keep its text")  # fmt: skip
+    e.set_defaults(handler=_cmd_export_official)
+    i = dsub.add_parser("import-official", help="read a public-code annotation JSON's descriptions into a store")
+    i.add_argument("--store", type=Path, required=True)
+    i.add_argument("--annotations", type=Path, required=True)
+    i.add_argument("--images-root", type=Path, required=True)
+    i.add_argument("--model", default="unknown", help="model to record as the author")
+    i.add_argument("--overwrite", action="store_true")
+    i.set_defaults(handler=_cmd_import_official)
+    x = dsub.add_parser("export-jsonl", help="one JSON line per description")
+    x.add_argument("--store", type=Path, required=True)
+    x.add_argument("--out", type=Path, required=True)
+    x.set_defaults(handler=_cmd_export_jsonl)
+    m = dsub.add_parser("import-jsonl", help="merge JSONL exports (e.g. of shards) into a store")
+    m.add_argument("--store", type=Path, required=True)
+    m.add_argument("files", nargs="+", type=Path)
+    m.add_argument("--overwrite", action="store_true")
+    m.set_defaults(handler=_cmd_import_jsonl)
+
+    z = subparsers.add_parser(
+        "zeroshot",
+        help="zero-shot emotion classification by a multimodal LLM",
+        description="Ask an LLM for each labelled image's emotion; writes predictions.jsonl and summary.json.",
+    )
+    _add_dataset_args(z)
+    _add_backend_args(z, offline=False)
+    z.add_argument("--out", type=Path, required=True, help="output folder")
+    z.set_defaults(handler=_cmd_zeroshot)
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    for noisy in ("httpx", "httpx2", "httpcore", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _read_dataset(args: argparse.Namespace) -> Any:
+    import mghft.data as data
+
+    if args.root is None:
+        raise SystemExit(f"--dataset {args.dataset} needs --root")
+    if args.dataset == "ser30k":
+        return data.read_ser30k(args.root, args.split)
+    if args.dataset == "metmeme":
+        return data.read_metmeme(args.root, args.language)
+    if args.dataset == "manifest":
+        return data.read_manifest(args.root)
+    return data.read_folder(args.root)
+
+
+def list_images(paths: Sequence[Path]) -> list[Path]:
+    """Image files among ``paths``; folders are searched recursively (hidden entries skipped), sorted."""
+    from mghft.data.images import IMAGE_EXTENSIONS
+
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                found.extend(
+                    Path(dirpath) / f
+                    for f in sorted(filenames)
+                    if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+                )
+        elif path.exists():
+            found.append(path)
+        else:
+            raise SystemExit(f"no such file or folder: {path}")
+    return found
+
+
+def _backend(args: argparse.Namespace, *, offline_ok: bool) -> Any:
+    from mghft.interpret.backends import build_backend
+    from mghft.interpret.clients import RetryPolicy
+
+    if not offline_ok and args.backend.strip().lower() == "offline":
+        raise SystemExit("zeroshot needs an LLM backend, not 'offline'")
+    try:
+        return build_backend(
+            args.backend,
+            base_urls=args.base_url,
+            api_key_env=args.api_key_env,
+            prompt_version=getattr(args, "prompt_version", None),
+            timeout=args.timeout,
+            retry=RetryPolicy(max_attempts=args.max_attempts, malformed_attempts=args.malformed_attempts),
+            structured=args.structured,
+            max_tokens=args.max_tokens,
+            temperature=None if args.temperature < 0 else args.temperature,
+            detail=args.detail,
+            ocr=not getattr(args, "no_ocr", False),
+        )
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+# --- handlers -----------------------------------------------------------------------------------------------------
+
+
+def _cmd_interpret(args: argparse.Namespace) -> int:
+    from mghft.interpret.runner import WorkItem, items_from_index, parse_shard, plan_batch, run_batch
+    from mghft.interpret.store import DescriptionStore
+
+    _setup_logging(args.verbose)
+    if not args.paths and not args.dataset:
+        raise SystemExit("give image PATHs or --dataset")
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    items = [WorkItem(key=str(p), path=p) for p in list_images(args.paths)]
+    if args.dataset:
+        items += items_from_index(_read_dataset(args))
+    backend = _backend(args, offline_ok=True)
+    config = {"inputs": [str(p) for p in args.paths], "dataset": args.dataset, "root": str(args.root or ""),
+              "split": args.split if args.dataset == "ser30k" else None, "base_urls": args.base_url}  # fmt: skip
+    with DescriptionStore(args.store) as store:
+        if args.dry_run:
+            plan = plan_batch(
+                items, store, shard=shard, redo=args.redo, prompt_version=backend.prompt_version, limit=args.limit
+            )
+            print(json.dumps({**plan.summary.as_dict(), **_estimate(backend, plan.summary.todo)}, indent=2))
+            return 0
+        summary = run_batch(
+            items,
+            backend,
+            store,
+            concurrency=args.concurrency,
+            shard=shard,
+            redo=args.redo,
+            limit=args.limit,
+            max_side=args.max_side,
+            progress=_progress(args),
+            config=config,
+        )
+    print(summary.format(), file=sys.stderr)
+    if args.summary_json:
+        args.summary_json.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+    if summary.interrupted:
+        return 130
+    if summary.fatal_error:
+        return 2
+    return 1 if summary.failed else 0
+
+
+def _estimate(backend: Any, todo: int) -> dict[str, Any]:
+    """Requests and a rough token count for ``todo`` images (no retries)."""
+    from mghft.interpret.prompts import get_prompt
+
+    if backend.name == "offline":
+        return {"estimated_requests": 0}
+    prompt = get_prompt(backend.prompt_version)
+    text_tokens = (len(prompt.system) + len(prompt.user)) // 4 + 20
+    image_tokens = 85 if backend.client.detail == "low" else None
+    return {
+        "estimated_requests": todo,
+        "estimated_prompt_text_tokens_per_image": text_tokens,
+        "estimated_image_tokens_per_image": image_tokens if image_tokens else "model-dependent",
+        "estimated_output_tokens_per_image": 250,
+    }
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from mghft.interpret.store import DescriptionStore
+
+    with DescriptionStore(args.store) as store:
+        prov = Counter(store.provenance().values())
+        failures = store.failures()
+        out = {
+            "descriptions": len(store),
+            "by_backend_model_prompt": dict(prov.most_common()),
+            "failures": len(failures),
+            "failures_by_error": dict(Counter(f.error.split(":", 1)[0][:40] for f in failures).most_common(10)),
+            "runs": len(store.runs()),
+        }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _cmd_export_official(args: argparse.Namespace) -> int:
+    from mghft.interpret.official import export_official_json
+    from mghft.interpret.store import DescriptionStore
+
+    with DescriptionStore(args.store) as store:
+        try:
+            report = export_official_json(
+                store, args.annotations, args.out, images_root=args.images_root, on_missing=args.on_missing
+            )
+        except (ValueError, FileNotFoundError) as err:
+            print(err, file=sys.stderr)
+            return 1
+    print(report.format())
+    return 0
+
+
+def _cmd_import_official(args: argparse.Namespace) -> int:
+    from mghft.interpret.official import import_official_json
+    from mghft.interpret.store import DescriptionStore
+
+    with DescriptionStore(args.store) as store:
+        report = import_official_json(
+            args.annotations, args.images_root, store, model=args.model, overwrite=args.overwrite
+        )
+    print(report.format())
+    return 0
+
+
+def _cmd_export_jsonl(args: argparse.Namespace) -> int:
+    from mghft.interpret.store import DescriptionStore
+
+    with DescriptionStore(args.store) as store:
+        print(f"{store.export_jsonl(args.out)} descriptions written to {args.out}")
+    return 0
+
+
+def _cmd_import_jsonl(args: argparse.Namespace) -> int:
+    from mghft.interpret.store import DescriptionStore
+
+    with DescriptionStore(args.store) as store:
+        added = sum(store.import_jsonl(f, overwrite=args.overwrite) for f in args.files)
+        print(f"{added} descriptions added; the store holds {len(store)}")
+    return 0
+
+
+def _cmd_zeroshot(args: argparse.Namespace) -> int:
+    from mghft.interpret.zeroshot import run_zeroshot
+
+    _setup_logging(args.verbose)
+    if not args.dataset:
+        raise SystemExit("zeroshot needs a labelled --dataset")
+    index = _read_dataset(args)
+    backend = _backend(args, offline_ok=False)
+    summary = run_zeroshot(
+        index,
+        backend.client,
+        args.out,
+        concurrency=args.concurrency,
+        limit=args.limit,
+        max_side=args.max_side,
+        progress=_progress(args),
+    )
+    print(
+        f"accuracy {summary['accuracy']:.4f} over {summary['answered']} answered images "
+        f"({summary['unparseable']} unparseable answers counted wrong, {summary['failed']} failed requests); "
+        f"macro F1 {summary['macro_f1']:.4f}, weighted F1 {summary['weighted_f1']:.4f}; see {args.out}/summary.json",
+        file=sys.stderr,
+    )
+    if summary["interrupted"]:
+        return 130
+    if summary["fatal_error"]:
+        print(f"stopped: {summary['fatal_error']}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """These commands alone (the full CLI is ``mghft.cli.main``)."""
+    parser = argparse.ArgumentParser(prog="mghft")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

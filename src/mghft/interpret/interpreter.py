@@ -1,0 +1,106 @@
+"""A synchronous interpreter for one sticker at a time, with the description store as a cache.
+
+The prediction service calls :meth:`Interpreter.describe` from request threads. Requests run on one private event
+loop in a background thread, so the same HTTP connections serve every call, calls from several threads overlap,
+and the caller needs no event loop of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from mghft.interpret.backends import Backend
+from mghft.interpret.description import Description, image_sha256
+from mghft.interpret.imaging import DEFAULT_MAX_SIDE, ImageInput, prepare_image, read_image_bytes
+from mghft.interpret.store import DescriptionStore
+
+
+class Interpreter:
+    """Describe single images on demand.
+
+    Args:
+        backend: from :func:`~mghft.interpret.build_backend`.
+        store: optional cache; a new description is written to it.
+        max_side: longer side of the image sent to the model.
+        timeout: seconds to wait for one description (retries included) before giving up.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        store: DescriptionStore | None = None,
+        *,
+        max_side: int = DEFAULT_MAX_SIDE,
+        timeout: float | None = 600.0,
+    ) -> None:
+        self.backend = backend
+        self.store = store
+        self.max_side = max_side
+        self.timeout = timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="mghft-interpreter", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def _run(self, coro: Any) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._ensure_loop())
+        try:
+            return future.result(self.timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def describe(self, image: ImageInput, *, use_cache: bool = True) -> Description:
+        """The four views of one image (a path or the file's bytes).
+
+        Returns the stored description when the store has one for these bytes (and ``use_cache``); otherwise asks
+        the backend and stores the answer.
+
+        Raises:
+            mghft.data.images.ImageLoadError: not a readable image.
+            BackendError: the backend failed for this image (after its retries).
+            FatalBackendError: the backend is misconfigured.
+        """
+        data, source = read_image_bytes(image)
+        sha = image_sha256(data)
+        if use_cache and self.store is not None:
+            cached = self.store.get(sha)
+            if cached is not None:
+                return cached
+        prepared = prepare_image(data, source=source, max_side=self.max_side, sha256=sha)
+        desc: Description = self._run(self.backend.describe(prepared))
+        if self.store is not None:
+            self.store.put(desc)
+        return desc
+
+    def close(self) -> None:
+        """Close connections and stop the background loop (idempotent)."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.backend.aclose(), loop).result(10)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            if thread is not None:
+                thread.join(10)
+            loop.close()
+
+    def __enter__(self) -> Interpreter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

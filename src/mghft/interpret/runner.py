@@ -1,0 +1,323 @@
+"""The batch runner: describe many images into a store, concurrently, resumably, shardably.
+
+A run has two phases. **Plan**: hash every listed file (hashes are cached in the store by path, size and
+modification time, so a rerun reads only new or changed files), keep the images of this shard (chosen by content
+hash, so shards never overlap and identical files land in the same one), drop duplicates and what the store already
+holds. **Describe**: ``concurrency`` workers take images from the plan, call the backend and commit each
+description the moment it arrives. A crash or Ctrl-C therefore loses only the requests in flight, and the next
+run picks up exactly the images that are still missing, failures included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mghft.data.images import ImageLoadError
+from mghft.data.records import DatasetIndex
+from mghft.interpret.backends import Backend
+from mghft.interpret.clients import BackendError, FatalBackendError
+from mghft.interpret.description import image_sha256
+from mghft.interpret.imaging import DEFAULT_MAX_SIDE, prepare_image
+from mghft.interpret.store import DescriptionStore
+
+log = logging.getLogger(__name__)
+
+REDO_CHOICES: tuple[str, ...] = ("none", "stale", "all")
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One image to describe: a key for messages and its file."""
+
+    key: str
+    path: Path
+
+
+def items_from_index(index: DatasetIndex) -> list[WorkItem]:
+    """The images of a dataset index, in its order."""
+    return [WorkItem(key=s.key, path=Path(s.path)) for s in index.samples]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (0-based ``i`` < ``n``) -> ``(i, n)``."""
+    try:
+        i_text, n_text = text.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise ValueError(f"shard must look like i/n, e.g. 0/4, got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def in_shard(sha: str, shard: tuple[int, int]) -> bool:
+    """Whether the image with this hash belongs to shard ``(i, n)``."""
+    i, n = shard
+    return int(sha[:16], 16) % n == i
+
+
+@dataclass
+class RunSummary:
+    """What a run did; printed at the end and stored with the run."""
+
+    listed: int = 0
+    unreadable: int = 0
+    out_of_shard: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    todo: int = 0
+    described: int = 0
+    failed: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+    fatal_error: str = ""
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def remaining(self) -> int:
+        """Images of this shard that are still not described."""
+        return self.todo - self.described
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields, with the rate."""
+        out = asdict(self)
+        out["remaining"] = self.remaining
+        out["images_per_s"] = round(self.described / self.elapsed_s, 3) if self.elapsed_s > 0 else 0.0
+        out["elapsed_s"] = round(self.elapsed_s, 3)
+        return out
+
+    def format(self) -> str:
+        """A few human-readable lines."""
+        lines = [
+            f"described {self.described}, skipped (already done) {self.skipped}, failed {self.failed}, "
+            f"remaining {self.remaining} of {self.todo} to do",
+            f"listed {self.listed}: {self.duplicates} duplicate content, {self.out_of_shard} in other shards, "
+            f"{self.unreadable} unreadable files",
+            f"requests {self.requests}, tokens {self.prompt_tokens} in + {self.completion_tokens} out, "
+            f"{self.elapsed_s:.1f} s ({self.as_dict()['images_per_s']} images/s)",
+        ]
+        if self.errors:
+            top = ", ".join(f"{k} x{v}" for k, v in Counter(self.errors).most_common(5))
+            lines.append(f"errors: {top}")
+        if self.interrupted:
+            lines.append("interrupted: rerun the same command to continue")
+        if self.fatal_error:
+            lines.append(f"stopped: {self.fatal_error}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Plan:
+    """The images a run will describe, and why the others are left out."""
+
+    todo: list[tuple[str, WorkItem]]
+    summary: RunSummary
+    unreadable: list[tuple[WorkItem, str]]
+
+
+def _hash_item(item: WorkItem, store: DescriptionStore) -> tuple[str | None, tuple[str, int, int, str] | None, str]:
+    try:
+        stat = item.path.stat()
+        cached = store.cached_sha(str(item.path), stat.st_size, stat.st_mtime_ns)
+        if cached:
+            return cached, None, ""
+        sha = image_sha256(item.path)
+        return sha, (str(item.path), stat.st_size, stat.st_mtime_ns, sha), ""
+    except OSError as err:
+        return None, None, f"{item.path}: {err.strerror or err}"
+
+
+def plan_batch(
+    items: Iterable[WorkItem],
+    store: DescriptionStore,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    redo: str = "none",
+    prompt_version: str = "",
+    limit: int | None = None,
+    progress: bool = False,
+) -> Plan:
+    """Hash the listed files and decide what to describe.
+
+    Args:
+        items: images to consider.
+        store: the description store (read for what is done; its file-hash cache is updated).
+        shard: ``(i, n)``: keep only images whose hash falls in shard ``i`` of ``n``.
+        redo: ``none`` (skip described images), ``stale`` (redo those written with another prompt version),
+            ``all``.
+        prompt_version: the current prompt version (for ``stale``).
+        limit: describe at most this many.
+        progress: show a bar while hashing.
+    """
+    if redo not in REDO_CHOICES:
+        raise ValueError(f"redo must be one of {REDO_CHOICES}, got {redo!r}")
+    items = list(items)
+    summary = RunSummary(listed=len(items))
+    unreadable: list[tuple[WorkItem, str]] = []
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        hashed = pool.map(lambda it: _hash_item(it, store), items)
+        if progress and len(items) > 1000:
+            from tqdm import tqdm
+
+            hashed = tqdm(hashed, total=len(items), desc="hashing", unit="file")
+        results = list(hashed)
+    store.remember_files(row for _, row, _ in results if row is not None)
+    done = store.provenance() if redo != "all" else {}
+    seen: set[str] = set()
+    todo: list[tuple[str, WorkItem]] = []
+    for item, (sha, _, error) in zip(items, results, strict=True):
+        if sha is None:
+            summary.unreadable += 1
+            unreadable.append((item, error))
+            continue
+        if not in_shard(sha, shard):
+            summary.out_of_shard += 1
+            continue
+        if sha in seen:
+            summary.duplicates += 1
+            continue
+        seen.add(sha)
+        stamp = done.get(sha)
+        if stamp is not None and (redo == "none" or stamp.endswith("/" + prompt_version)):
+            summary.skipped += 1
+            continue
+        todo.append((sha, item))
+    if limit is not None:
+        todo = todo[: max(0, limit)]
+    summary.todo = len(todo)
+    return Plan(todo=todo, summary=summary, unreadable=unreadable)
+
+
+def _error_kind(message: str) -> str:
+    head = message.split(":", 1)[0]
+    return head if len(head) <= 40 else head[:40]
+
+
+async def describe_plan(
+    plan: Plan,
+    backend: Backend,
+    store: DescriptionStore,
+    *,
+    concurrency: int = 8,
+    max_side: int = DEFAULT_MAX_SIDE,
+    progress: bool = True,
+) -> RunSummary:
+    """Describe the planned images with ``concurrency`` requests in flight; updates and returns ``plan.summary``.
+
+    Each description is committed as it arrives. A failed image gets a failure record (and is retried by the next
+    run); a :class:`FatalBackendError` stops every worker and is noted in the summary.
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    summary = plan.summary
+    queue = iter(plan.todo)
+    errors: Counter[str] = Counter(summary.errors)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(plan.todo), unit="img", desc="describing", dynamic_ncols=True, smoothing=0.05)
+    started = time.monotonic()
+
+    def fail(sha: str, item: WorkItem, message: str) -> None:
+        summary.failed += 1
+        errors[_error_kind(message)] += 1
+        store.record_failure(sha, message, source=str(item.path), backend=backend.name, model=backend.model)
+        log.info("%s: %s", item.key, message)
+
+    async def worker() -> None:
+        for sha, item in queue:
+            try:
+                data = await asyncio.to_thread(item.path.read_bytes)
+                actual = image_sha256(data)  # the file may have changed since planning: key what is sent
+                prepared = await asyncio.to_thread(
+                    prepare_image, data, source=str(item.path), max_side=max_side, sha256=actual
+                )
+                desc = await backend.describe(prepared)
+            except (ImageLoadError, OSError) as err:
+                fail(sha, item, f"unreadable image: {err}")
+            except BackendError as err:
+                fail(sha, item, str(err))
+            else:
+                store.put(desc)
+                summary.described += 1
+                summary.requests += desc.usage.get("requests", 0)
+                summary.prompt_tokens += desc.usage.get("prompt_tokens", 0)
+                summary.completion_tokens += desc.usage.get("completion_tokens", 0)
+            finally:
+                summary.elapsed_s = time.monotonic() - started
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(failed=summary.failed, tokens=summary.prompt_tokens + summary.completion_tokens)
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, max(1, len(plan.todo))))]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            err = task.exception()
+            if isinstance(err, FatalBackendError):
+                summary.fatal_error = str(err)
+            elif err is not None:
+                raise err
+    except asyncio.CancelledError:
+        summary.interrupted = True
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    finally:
+        summary.elapsed_s = time.monotonic() - started
+        summary.errors = dict(errors)
+        if bar is not None:
+            bar.close()
+        await backend.aclose()
+    return summary
+
+
+def run_batch(
+    items: Sequence[WorkItem],
+    backend: Backend,
+    store: DescriptionStore,
+    *,
+    concurrency: int = 8,
+    shard: tuple[int, int] = (0, 1),
+    redo: str = "none",
+    limit: int | None = None,
+    max_side: int = DEFAULT_MAX_SIDE,
+    progress: bool = True,
+    config: dict[str, Any] | None = None,
+) -> RunSummary:
+    """Plan and describe (blocking); Ctrl-C stops cleanly with a summary marked ``interrupted``.
+
+    The resolved configuration and the closing summary are recorded in the store's run log.
+    """
+    plan = plan_batch(
+        items, store, shard=shard, redo=redo, prompt_version=backend.prompt_version, limit=limit, progress=progress
+    )
+    run_id = store.start_run(
+        {"backend": backend.name, "model": backend.model, "prompt_version": backend.prompt_version,
+         "concurrency": concurrency, "shard": f"{shard[0]}/{shard[1]}", "redo": redo, "limit": limit,
+         "max_side": max_side, **(config or {})}
+    )  # fmt: skip
+    try:
+        asyncio.run(describe_plan(plan, backend, store, concurrency=concurrency, max_side=max_side, progress=progress))
+    except KeyboardInterrupt:
+        plan.summary.interrupted = True
+    finally:
+        store.finish_run(run_id, plan.summary.as_dict())
+    return plan.summary

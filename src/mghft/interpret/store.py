@@ -1,0 +1,284 @@
+"""The description store: one durable record per image, keyed by the image's content hash.
+
+SQLite in WAL mode: every ``put`` is its own committed transaction, so a crash or Ctrl-C loses only the answers
+that had not arrived yet; several threads of one process may write at once (one connection behind a lock), and
+several processes may share a store (SQLite's own locking, with a busy timeout). Failures live in their own table:
+a failed image is not done, is retried by the next run, and keeps its last error until it succeeds.
+
+A JSONL export/import moves descriptions between stores (and machines, for sharded runs).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from mghft.interpret.description import Description, utc_now
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS descriptions (
+    image_sha256 TEXT PRIMARY KEY,
+    views TEXT NOT NULL,
+    ocr_text TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    model TEXT NOT NULL,
+    prompt_version TEXT NOT NULL,
+    created TEXT NOT NULL,
+    usage TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failures (
+    image_sha256 TEXT PRIMARY KEY,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    model TEXT NOT NULL,
+    last_attempt TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    image_sha256 TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started TEXT NOT NULL,
+    config TEXT NOT NULL,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The last failed attempt to describe an image."""
+
+    image_sha256: str
+    error: str
+    attempts: int
+    source: str
+    backend: str
+    model: str
+    last_attempt: str
+
+
+class DescriptionStore:
+    """A durable map ``image_sha256 -> Description`` with a failure log.
+
+    Args:
+        path: the SQLite file (created with its folder if missing).
+    """
+
+    def __init__(self, path: str | PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=60000")
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            elif row[0] != SCHEMA_VERSION:
+                raise ValueError(f"{self.path}: store schema {row[0]}, this version reads {SCHEMA_VERSION}")
+
+    # --- descriptions ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _row_to_description(row: tuple[Any, ...]) -> Description:
+        sha, views, ocr, backend, model, prompt_version, created, usage = row
+        return Description(
+            image_sha256=sha,
+            views=json.loads(views),
+            ocr_text=ocr,
+            backend=backend,
+            model=model,
+            prompt_version=prompt_version,
+            created=created,
+            usage=json.loads(usage),
+        )
+
+    def get(self, sha: str) -> Description | None:
+        """The description of the image with this hash, or ``None``."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM descriptions WHERE image_sha256=?", (sha,)).fetchone()
+        return None if row is None else self._row_to_description(row)
+
+    def put(self, desc: Description, *, overwrite: bool = True) -> bool:
+        """Store (or replace) a description and clear the image's failure record; committed on return.
+
+        Returns:
+            whether it was written (``False`` only when ``overwrite`` is off and the image was already described).
+        """
+        values = (
+            desc.image_sha256,
+            json.dumps(desc.views, ensure_ascii=False),
+            desc.ocr_text,
+            desc.backend,
+            desc.model,
+            desc.prompt_version,
+            desc.created,
+            json.dumps(desc.usage, sort_keys=True),
+        )
+        verb = "INSERT OR REPLACE" if overwrite else "INSERT OR IGNORE"
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(f"{verb} INTO descriptions VALUES (?,?,?,?,?,?,?,?)", values)
+                self._db.execute("DELETE FROM failures WHERE image_sha256=?", (desc.image_sha256,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return cur.rowcount > 0
+
+    def delete(self, sha: str) -> bool:
+        """Remove one description; returns whether it existed."""
+        with self._lock:
+            return self._db.execute("DELETE FROM descriptions WHERE image_sha256=?", (sha,)).rowcount > 0
+
+    def __contains__(self, sha: object) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM descriptions WHERE image_sha256=?", (sha,)).fetchone() is not None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM descriptions").fetchone()[0])
+
+    def __iter__(self) -> Iterator[Description]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM descriptions ORDER BY image_sha256").fetchall()
+        return (self._row_to_description(row) for row in rows)
+
+    def shas(self) -> set[str]:
+        """Hashes of all described images."""
+        with self._lock:
+            return {row[0] for row in self._db.execute("SELECT image_sha256 FROM descriptions")}
+
+    def provenance(self) -> dict[str, str]:
+        """Hash -> ``"backend/model/prompt_version"`` for every description (to find stale ones cheaply)."""
+        with self._lock:
+            rows = self._db.execute("SELECT image_sha256, backend, model, prompt_version FROM descriptions")
+            return {sha: f"{b}/{m}/{p}" for sha, b, m, p in rows}
+
+    # --- failures -------------------------------------------------------------------------------------------------
+
+    def record_failure(self, sha: str, error: str, *, source: str = "", backend: str = "", model: str = "") -> None:
+        """Remember the last error for an image (attempt counter incremented); committed on return."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO failures VALUES (?,?,1,?,?,?,?) ON CONFLICT(image_sha256) DO UPDATE SET "
+                "error=excluded.error, attempts=attempts+1, source=excluded.source, backend=excluded.backend, "
+                "model=excluded.model, last_attempt=excluded.last_attempt",
+                (sha, error[:2000], source, backend, model, utc_now()),
+            )
+
+    def failure(self, sha: str) -> Failure | None:
+        """The failure record of an image, if its last attempt failed."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM failures WHERE image_sha256=?", (sha,)).fetchone()
+        return None if row is None else Failure(*row)
+
+    def failures(self) -> list[Failure]:
+        """All failure records (images that are not described)."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM failures ORDER BY image_sha256").fetchall()
+        return [Failure(*row) for row in rows]
+
+    # --- file hash cache ------------------------------------------------------------------------------------------
+
+    def cached_sha(self, path: str, size: int, mtime_ns: int) -> str | None:
+        """The remembered hash of a file, if its size and modification time are unchanged."""
+        with self._lock:
+            row = self._db.execute("SELECT size, mtime_ns, image_sha256 FROM files WHERE path=?", (path,)).fetchone()
+        return row[2] if row and row[0] == size and row[1] == mtime_ns else None
+
+    def remember_files(self, rows: Iterable[tuple[str, int, int, str]]) -> None:
+        """Cache ``(path, size, mtime_ns, sha)`` rows so that reruns need not re-read unchanged files."""
+        rows = list(rows)
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    # --- runs -----------------------------------------------------------------------------------------------------
+
+    def start_run(self, config: dict[str, Any]) -> int:
+        """Record the resolved configuration of a run; returns its id."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO runs (started, config) VALUES (?, ?)", (utc_now(), json.dumps(config, sort_keys=True))
+            )
+            return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, summary: dict[str, Any]) -> None:
+        """Attach the closing summary to a recorded run."""
+        with self._lock:
+            self._db.execute("UPDATE runs SET summary=? WHERE id=?", (json.dumps(summary, sort_keys=True), run_id))
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every recorded run: id, start time, configuration and summary."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, started, config, summary FROM runs ORDER BY id").fetchall()
+        return [
+            {"id": i, "started": s, "config": json.loads(c), "summary": json.loads(m) if m else None}
+            for i, s, c, m in rows
+        ]
+
+    # --- interchange ----------------------------------------------------------------------------------------------
+
+    def export_jsonl(self, path: str | PathLike[str]) -> int:
+        """Write every description as one JSON line; returns the count."""
+        count = 0
+        with open(path, "w", encoding="utf-8") as fh:
+            for desc in self:
+                fh.write(json.dumps(desc.to_dict(), ensure_ascii=False, sort_keys=True) + "\n")
+                count += 1
+        return count
+
+    def import_jsonl(self, path: str | PathLike[str], *, overwrite: bool = False) -> int:
+        """Read descriptions written by :meth:`export_jsonl`; returns how many were added (or replaced)."""
+        added = 0
+        with open(path, encoding="utf-8") as fh:
+            for line_no, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    desc = Description.from_dict(json.loads(line))
+                except (ValueError, KeyError, TypeError) as err:
+                    raise ValueError(f"{path}:{line_no}: not a description: {err}") from err
+                added += self.put(desc, overwrite=overwrite)
+        return added
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> DescriptionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DescriptionStore({str(self.path)!r})"

@@ -1,0 +1,244 @@
+"""Zero-shot emotion classification by a multimodal LLM through the same clients (the paper's GPT-4o and LLaVA rows).
+
+Each labelled image is sent once with the list of class names; the answer's label is read by
+:func:`~mghft.interpret.parse.parse_label`. An answer that names no label (or several without choosing) counts as
+wrong and is counted as *unparseable*; a request that fails outright is a *failure*, kept out of the metrics and
+retried by the next run. Predictions are appended to ``predictions.jsonl`` as they arrive (a rerun continues);
+``summary.json`` holds accuracy, macro and weighted F1, and the counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from mghft.data.images import ImageLoadError
+from mghft.data.records import DatasetIndex, Sample
+from mghft.interpret.clients import BackendError, ChatAnswer, ChatClient, FatalBackendError
+from mghft.interpret.description import clean_text, image_sha256
+from mghft.interpret.imaging import DEFAULT_MAX_SIDE, prepare_image
+from mghft.interpret.parse import parse_label
+from mghft.interpret.prompts import ZEROSHOT_VERSION, zeroshot_json_schema, zeroshot_messages
+
+ANSWER_MAX_CHARS = 300
+
+
+@dataclass
+class ZeroShotRecord:
+    """One image's outcome (a line of ``predictions.jsonl``)."""
+
+    key: str
+    image_sha256: str
+    label: int | None
+    label_name: str | None
+    prediction: int | None
+    prediction_name: str | None
+    answer: str
+    error: str
+    model: str
+    prompt_version: str
+    usage: dict[str, int]
+
+
+def f1_scores(pairs: Sequence[tuple[int, int | None]], num_classes: int) -> tuple[list[float], float, float]:
+    """Per-class F1, macro F1 and support-weighted F1 of ``(label, prediction)`` pairs (``None``: always wrong)."""
+    tp = [0] * num_classes
+    fp = [0] * num_classes
+    fn = [0] * num_classes
+    for label, pred in pairs:
+        if pred == label:
+            tp[label] += 1
+        else:
+            fn[label] += 1
+            if pred is not None:
+                fp[pred] += 1
+    per_class = [2 * t / (2 * t + p + n) if t + p + n else 0.0 for t, p, n in zip(tp, fp, fn, strict=True)]
+    support = [t + n for t, n in zip(tp, fn, strict=True)]
+    total = sum(support)
+    macro = sum(per_class) / num_classes if num_classes else 0.0
+    weighted = sum(f * s for f, s in zip(per_class, support, strict=True)) / total if total else 0.0
+    return per_class, macro, weighted
+
+
+def summarize(records: Sequence[ZeroShotRecord], classes: Sequence[str]) -> dict[str, Any]:
+    """Metrics over answered images; failures counted apart."""
+    answered = [r for r in records if not r.error and r.label is not None]
+    pairs = [(int(r.label), r.prediction) for r in answered if r.label is not None]
+    correct = sum(1 for label, pred in pairs if pred == label)
+    per_class, macro, weighted = f1_scores(pairs, len(classes))
+    tokens = sum(r.usage.get("total_tokens", 0) for r in records)
+    return {
+        "images": len(records),
+        "answered": len(answered),
+        "correct": correct,
+        "accuracy": correct / len(answered) if answered else 0.0,
+        "macro_f1": macro,
+        "weighted_f1": weighted,
+        "per_class_f1": dict(zip(classes, per_class, strict=True)),
+        "unparseable": sum(1 for r in answered if r.prediction is None),
+        "failed": sum(1 for r in records if r.error),
+        "requests": sum(r.usage.get("requests", 0) for r in records),
+        "total_tokens": tokens,
+        "classes": list(classes),
+        "models": sorted({r.model for r in answered if r.model}),
+        "prompt_version": ZEROSHOT_VERSION,
+    }
+
+
+def _read_existing(path: Path) -> dict[str, ZeroShotRecord]:
+    found: dict[str, ZeroShotRecord] = {}
+    if path.exists():
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    record = ZeroShotRecord(**json.loads(line))
+                    found[record.key] = record
+    return found
+
+
+async def _classify(client: ChatClient, sample: Sample, classes: Sequence[str], max_side: int) -> ZeroShotRecord:
+    system, user = zeroshot_messages(classes)
+    label = sample.label
+    base = {
+        "key": sample.key,
+        "label": label,
+        "label_name": classes[label] if label is not None else None,
+        "prompt_version": ZEROSHOT_VERSION,
+    }
+    try:
+        data = await asyncio.to_thread(Path(sample.path).read_bytes)
+        sha = image_sha256(data)
+        prepared = await asyncio.to_thread(prepare_image, data, source=str(sample.path), max_side=max_side, sha256=sha)
+    except (ImageLoadError, OSError) as err:
+        return ZeroShotRecord(**base, image_sha256="", prediction=None, prediction_name=None, answer="",
+                              error=f"unreadable image: {err}", model="", usage={})  # fmt: skip
+
+    def parse(answer: ChatAnswer) -> int | None:
+        return parse_label(answer.text, classes)
+
+    try:
+        pred, answer, usage = await client.ask(
+            prepared.data_url, system, user, schema=zeroshot_json_schema(classes), parse=parse
+        )
+    except BackendError as err:
+        return ZeroShotRecord(**base, image_sha256=sha, prediction=None, prediction_name=None, answer="",
+                              error=str(err), model=client.model, usage={})  # fmt: skip
+    return ZeroShotRecord(
+        **base,
+        image_sha256=sha,
+        prediction=pred,
+        prediction_name=classes[pred] if pred is not None else None,
+        answer=clean_text(answer.text, ANSWER_MAX_CHARS),
+        error="",
+        model=answer.model,
+        usage=usage.as_dict(),
+    )
+
+
+async def _run(
+    client: ChatClient,
+    samples: Sequence[Sample],
+    classes: Sequence[str],
+    out_file: Path,
+    *,
+    concurrency: int,
+    max_side: int,
+    progress: bool,
+) -> list[ZeroShotRecord]:
+    queue = iter(samples)
+    results: list[ZeroShotRecord] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(samples), unit="img", desc="zero-shot", dynamic_ncols=True)
+
+    with open(out_file, "a", encoding="utf-8") as fh:
+
+        async def worker() -> None:
+            for sample in queue:
+                record = await _classify(client, sample, classes, max_side)
+                fh.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+                fh.flush()
+                results.append(record)
+                if bar is not None:
+                    bar.update(1)
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, min(concurrency, len(samples))))]
+        try:
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            if bar is not None:
+                bar.close()
+            await client.aclose()
+    return results
+
+
+def run_zeroshot(
+    index: DatasetIndex,
+    client: ChatClient,
+    out_dir: str | PathLike[str],
+    *,
+    concurrency: int = 8,
+    limit: int | None = None,
+    max_side: int = DEFAULT_MAX_SIDE,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Classify every labelled image of ``index`` zero-shot; writes ``predictions.jsonl`` and ``summary.json``.
+
+    Images already answered in ``out_dir/predictions.jsonl`` are not asked again (failed ones are).
+
+    Returns:
+        the summary (also in ``summary.json``), with ``interrupted`` and ``fatal_error`` when the run stopped early.
+
+    Raises:
+        ValueError: the index has no labelled image.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pred_file = out / "predictions.jsonl"
+    classes = list(index.classes)
+    labelled = [s for s in index.samples if s.label is not None]
+    if not labelled:
+        raise ValueError(f"{index.name}: no labelled images to classify")
+    existing = _read_existing(pred_file)
+    todo = [s for s in labelled if s.key not in existing or existing[s.key].error]
+    if limit is not None:
+        todo = todo[: max(0, limit)]
+    started = time.monotonic()
+    interrupted, fatal = False, ""
+    try:
+        asyncio.run(
+            _run(client, todo, classes, pred_file, concurrency=concurrency, max_side=max_side, progress=progress)
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+    except FatalBackendError as err:
+        fatal = str(err)
+    records = list(_read_existing(pred_file).values())
+    wanted = {s.key for s in labelled}
+    summary = summarize([r for r in records if r.key in wanted], classes)
+    summary.update(
+        dataset=index.name,
+        labelled=len(labelled),
+        asked_this_run=len(todo),
+        elapsed_s=round(time.monotonic() - started, 3),
+        interrupted=interrupted,
+        fatal_error=fatal,
+    )
+    with open(out / "summary.json", "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+    return summary
