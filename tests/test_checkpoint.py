@@ -22,7 +22,7 @@ def test_checkpoint_folder_round_trips_exactly(tmp_path: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     meta = json.loads((folder / "config.json").read_text())
     assert meta["class_names"] == names and meta["text_encoder_included"] is False
-    assert meta["preprocess"]["image_size"] == 64
+    assert meta["preprocess"]["size"] == 64 and meta["preprocess"]["crop_pct"] == 0.875
     loaded = mghft.load_model(folder).eval()
     a, b = model.state_dict(), loaded.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -182,13 +182,9 @@ def save_checkpoint(
 
 def default_preprocess(image_size: int) -> dict[str, Any]:
     """Eval preprocessing of the public code: resize the short side to size/0.875, centre crop, ImageNet norm."""
-    return {
-        "image_size": image_size,
-        "crop_pct": 0.875,
-        "interpolation": "bicubic",
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
-    }
+    from mghft.data.transforms import Preprocess
+
+    return Preprocess(size=image_size).to_dict()
 
 
 def resolve_checkpoint_dir(path_or_repo: str | Path, offline: bool | None = None) -> Path:

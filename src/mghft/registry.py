@@ -10,11 +10,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from mghft.config import FusionConfig, ModelConfig, TextConfig
+from mghft.data.ser30k import SER30K_CLASSES
 from mghft.models.pvt import BACKBONES
 from mghft.models.text import PACKAGED_MINILM
-
-SER30K_CLASSES = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
-"""SER30K's classes in the order of its ``categories`` (labels 1..7)."""
 
 _MODELS: dict[str, ModelConfig] = {}
 _DESCRIPTIONS: dict[str, str] = {}
