@@ -47,8 +47,9 @@ _KEY_ALIASES: dict[str, str] = {
 
 _FENCE_RE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 _LABEL_LINE_RE = re.compile(
-    r"^[\s>*#\-\d.)]*\**\s*(intentions?|style|main[ _]role|posture(?: and |_and_| ?& ?)expression|posture|gesture|"
-    r"expression|text)\s*\**\s*[:\-–]\s*\**\s*(.*)$",
+    r"^[\s>*#\-\d.)]*\**\s*"
+    r"(intentions?|style|main[ _]role|posture(?:\s*(?:and|&)?\s*|_(?:and_)?)expression|posture|gesture|expression|text)"
+    r"\s*\**\s*[:\-–]\s*\**\s*(.*)$",
     re.IGNORECASE,
 )
 
@@ -140,7 +141,9 @@ def parse_views_answer(text: str | None, *, truncated: bool = False) -> ParsedVi
             break
     if not all(view in fields for view in VIEWS):
         official = parse_official_text(text)
-        fields = official if len(official) == len(VIEWS) else _from_labelled_lines(text)
+        fallback = official if len(official) == len(VIEWS) else _from_labelled_lines(text)
+        if fallback or not fields:
+            fields = fallback
     try:
         views = validate_views(fields)
     except InvalidAnswer as err:
@@ -163,6 +166,9 @@ _LABEL_SYNONYMS: dict[str, tuple[str, ...]] = {
     "hate": ("hate", "hatred"),
     "sorrow": ("sorrow", "sad", "sadness", "grief"),
 }
+
+_NEGATORS = frozenset({"not", "no", "never", "nor", "than", "isn", "aren", "doesn", "without"})
+"""Words that, within two words before a label, mean it is not the answer ("not sad", "rather than angry")."""
 
 _MARKER_RE = re.compile(r"(?:label|emotion|answer|category|class)\s*(?:is)?\s*[:=\-]?\s*\**\s*\"?([A-Za-z]+)", re.I)
 
@@ -204,7 +210,10 @@ def parse_label(text: str | None, labels: Sequence[str]) -> int | None:
 
     def mentioned(chunk: str) -> list[int]:
         words = re.findall(r"[a-z]+", chunk.lower())
-        return list(dict.fromkeys(terms[w] for w in words if w in terms))
+        hits = (
+            terms[w] for i, w in enumerate(words) if w in terms and not _NEGATORS.intersection(words[max(0, i - 2) : i])
+        )
+        return list(dict.fromkeys(hits))
 
     found = mentioned(text)
     if len(found) == 1:
