@@ -1,0 +1,452 @@
+"""Evaluation: metrics, bootstrap confidence intervals, confusion matrices, reports, and the published SER30K numbers.
+
+SER30K is very unbalanced (about 40 disgust images in its test split), so accuracy alone says little: reports give
+macro and weighted precision/recall/F1, per-class scores and 95% bootstrap intervals. Metric formulas are
+scikit-learn's; scikit-learn and matplotlib come with the ``train`` extra and are imported when first needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mghft.data.ser30k import SER30K_CLASSES
+
+MetricFn = Callable[[np.ndarray, np.ndarray], float]
+
+ECE_BINS = 15
+
+
+def _sk() -> Any:
+    try:
+        import sklearn.metrics as skm
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("mghft.evaluate needs scikit-learn: pip install 'mghft[train]'") from exc
+    return skm
+
+
+def _labels_array(values: Any, name: str, num_classes: int | None = None) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise ValueError(f"{name} must hold integer class indices")
+        arr = arr.astype(np.int64)
+    arr = arr.astype(np.int64)
+    if num_classes is not None and arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+        bad = arr[(arr < 0) | (arr >= num_classes)][0]
+        raise ValueError(f"{name} holds class index {bad}, outside 0..{num_classes - 1}")
+    return arr
+
+
+def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: the support-weighted gap between confidence and accuracy over equal-width
+    confidence bins."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # Bin b holds confidences in (edges[b], edges[b + 1]]; confidence 0 joins the first bin.
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
+
+
+def compute_metrics(
+    y_true: Sequence[int] | np.ndarray,
+    y_pred: Sequence[int] | np.ndarray,
+    classes: Sequence[str],
+    probs: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Classification metrics over ``classes`` (every class counted, even one absent from the data).
+
+    Args:
+        y_true: true class indices.
+        y_pred: predicted class indices.
+        classes: class names, in index order.
+        probs: optional (N, C) predicted probabilities (rows summing to 1); adds ``log_loss``, ``ece`` (expected
+            calibration error, 15 bins) and, with more than two classes, ``top2_accuracy``.
+
+    Returns:
+        ``{"n", "classes", "accuracy", "macro": {precision, recall, f1}, "weighted": {...}, "per_class": [{class,
+        precision, recall, f1, support}], "confusion_matrix": [[...]]}`` (rows true, columns predicted; scores as
+        fractions in [0, 1]; a class never predicted scores precision 0).
+    """
+    skm = _sk()
+    classes = list(classes)
+    c = len(classes)
+    if c < 2:
+        raise ValueError(f"need at least two classes, got {classes}")
+    t = _labels_array(y_true, "y_true", c)
+    p = _labels_array(y_pred, "y_pred", c)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true has {t.size} entries but y_pred has {p.size}")
+    if t.size == 0:
+        raise ValueError("no samples to evaluate")
+    labels = list(range(c))
+    out: dict[str, Any] = {"n": int(t.size), "classes": classes, "accuracy": float(skm.accuracy_score(t, p))}
+    for average in ("macro", "weighted"):
+        prec, rec, f1, _ = skm.precision_recall_fscore_support(t, p, labels=labels, average=average, zero_division=0)
+        out[average] = {"precision": float(prec), "recall": float(rec), "f1": float(f1)}
+    prec, rec, f1, support = skm.precision_recall_fscore_support(t, p, labels=labels, average=None, zero_division=0)
+    out["per_class"] = [
+        {
+            "class": name,
+            "precision": float(prec[i]),
+            "recall": float(rec[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(classes)
+    ]
+    out["confusion_matrix"] = skm.confusion_matrix(t, p, labels=labels).tolist()
+    if probs is not None:
+        pr = np.asarray(probs, dtype=np.float64)
+        if pr.shape != (t.size, c):
+            raise ValueError(f"probs must have shape ({t.size}, {c}), got {pr.shape}")
+        if not np.all(np.isfinite(pr)) or pr.min() < 0 or not np.allclose(pr.sum(axis=1), 1.0, atol=1e-3):
+            raise ValueError("probs must be finite, non-negative and sum to 1 per row (apply softmax to logits)")
+        if c > 2:  # with two classes the top 2 always hold the answer
+            out["top2_accuracy"] = float(skm.top_k_accuracy_score(t, pr, k=2, labels=labels))
+        out["log_loss"] = float(skm.log_loss(t, pr, labels=labels))
+        out["ece"] = expected_calibration_error(pr, t)
+    return out
+
+
+def _confusion(t: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
+    return np.bincount(t * k + p, minlength=k * k).reshape(k, k)  # (true, predicted)
+
+
+def _f1_per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """F1, support and presence per class; F1 = 2·tp / (support + predicted), scikit-learn's value."""
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    denom = support + predicted
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    return f1, support, denom > 0
+
+
+def default_ci_metrics() -> dict[str, MetricFn]:
+    """Accuracy, macro-F1 and weighted-F1 as fast confusion-matrix computations.
+
+    They equal scikit-learn's ``accuracy_score`` and ``f1_score(average="macro"/"weighted")`` with its default
+    labels: the macro mean runs over the classes present in ``y_true`` or ``y_pred`` of each resample, so a rare
+    class that a resample happens to miss entirely does not count as an F1 of 0.
+    """
+
+    def accuracy(t: np.ndarray, p: np.ndarray) -> float:
+        return float(np.mean(t == p))
+
+    def macro_f1(t: np.ndarray, p: np.ndarray) -> float:
+        f1, _, present = _f1_per_class(_confusion(t, p, int(max(t.max(), p.max())) + 1))
+        return float(f1[present].mean())
+
+    def weighted_f1(t: np.ndarray, p: np.ndarray) -> float:
+        f1, support, _ = _f1_per_class(_confusion(t, p, int(max(t.max(), p.max())) + 1))
+        return float((f1 * support).sum() / support.sum())
+
+    return {"accuracy": accuracy, "macro_f1": macro_f1, "weighted_f1": weighted_f1}
+
+
+def bootstrap_ci(
+    y_true: Sequence[int] | np.ndarray,
+    y_pred: Sequence[int] | np.ndarray,
+    metrics: Mapping[str, MetricFn] | None = None,
+    *,
+    n: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, dict[str, float]]:
+    """Percentile bootstrap intervals: resample the test set with replacement ``n`` times, recompute each metric.
+
+    Args:
+        y_true, y_pred: class indices.
+        metrics: name -> fn(y_true, y_pred) -> float, e.g. a scikit-learn metric; default accuracy, macro-F1 and
+            weighted-F1 (``default_ci_metrics``, scikit-learn's values computed quickly).
+        n: bootstrap resamples.
+        seed: seed of the resampling (same seed, same intervals).
+        confidence: interval mass (0.95: the 2.5th and 97.5th percentiles).
+
+    Returns:
+        name -> ``{"value": metric on the full set, "low", "high", "std"}``.
+    """
+    t = _labels_array(y_true, "y_true")
+    p = _labels_array(y_pred, "y_pred")
+    if t.shape != p.shape or t.size == 0:
+        raise ValueError(f"y_true and y_pred must be non-empty and equally long ({t.size} vs {p.size})")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    if metrics is None:
+        metrics = default_ci_metrics()
+    rng = np.random.default_rng(seed)
+    draws = {name: np.empty(n) for name in metrics}
+    for b in range(n):
+        idx = rng.integers(0, t.size, t.size)
+        for name, fn in metrics.items():
+            draws[name][b] = fn(t[idx], p[idx])
+    alpha = (1.0 - confidence) / 2
+    return {
+        name: {
+            "value": float(fn(t, p)),
+            "low": float(np.quantile(draws[name], alpha)),
+            "high": float(np.quantile(draws[name], 1 - alpha)),
+            "std": float(draws[name].std(ddof=1)) if n > 1 else 0.0,
+        }
+        for name, fn in metrics.items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Published numbers
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    """One published SER30K test result, in percent. ``f1`` is an F1 whose averaging the source does not state."""
+
+    system: str
+    accuracy: float
+    source: str
+    macro_f1: float | None = None
+    weighted_f1: float | None = None
+    f1: float | None = None
+    note: str = ""
+    per_class_f1: dict[str, float] = field(default_factory=dict)
+
+
+PUBLISHED_SER30K_NOTE = (
+    "Published SER30K numbers were all selected on the test split (the best test-epoch checkpoint; the public code "
+    "never reads val.json), so they are optimistic against a model selected on val and reported on test once."
+)
+
+PUBLISHED_SER30K: tuple[PublishedResult, ...] = (
+    PublishedResult(
+        "MGHFT", 73.31, "MGHFT code repo figure", f1=72.52, note="F1 averaging not stated; likely weighted"
+    ),
+    PublishedResult("BLIP2-2.7B", 70.46, "MGHFT code repo figure", f1=68.81),
+    PublishedResult("CLIP-Base", 65.83, "MGHFT code repo figure", f1=63.22),
+    PublishedResult("GPT-4o zero-shot", 59.55, "MGHFT code repo figure", f1=60.22),
+    PublishedResult("LLaVA-Next zero-shot", 41.82, "MGHFT code repo figure", f1=47.40),
+    PublishedResult(
+        "TGCA-PVT (MM 2024)",
+        71.63,
+        "TGCA-PVT supplement",
+        macro_f1=55.61,
+        weighted_f1=70.93,
+        per_class_f1=dict(zip(SER30K_CLASSES, (52.6, 17.9, 54.3, 81.1, 73.1, 62.9, 47.5), strict=True)),
+    ),
+    PublishedResult("LORA (MM 2022)", 70.75, "TGCA-PVT supplement", macro_f1=54.66, weighted_f1=69.91),
+    PublishedResult("LORA-V (image only)", 69.22, "SER30K README"),
+    PublishedResult("PVT + BERT", 68.35, "TGCA-PVT supplement", weighted_f1=68.87),
+    PublishedResult("LLaVA-v1.5-7B zero-shot", 46.02, "TGCA-PVT supplement", macro_f1=29.22),
+)
+"""Published SER30K test results (method §9); see ``PUBLISHED_SER30K_NOTE``."""
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _with_ci(value: float, ci: Mapping[str, Mapping[str, float]] | None, name: str) -> str:
+    text = f"{100 * value:.2f}"
+    if ci and name in ci:
+        text += f" [{100 * ci[name]['low']:.2f}, {100 * ci[name]['high']:.2f}]"
+    return text
+
+
+def comparison_table(
+    metrics: Mapping[str, Any],
+    *,
+    ci: Mapping[str, Mapping[str, float]] | None = None,
+    name: str = "this model",
+    selected_on: str = "val",
+    published: Sequence[PublishedResult] = PUBLISHED_SER30K,
+) -> str:
+    """Markdown: our SER30K test numbers (with 95% intervals if given) beside the published ones, in percent.
+
+    When ``metrics`` are over the SER30K classes, a per-class F1 table against TGCA-PVT follows.
+    """
+    rows = [
+        "| system | accuracy | macro-F1 | weighted-F1 | F1 (averaging not stated) | source |",
+        "|---|---|---|---|---|---|",
+        f"| **{name}** (selected on {selected_on}) | {_with_ci(metrics['accuracy'], ci, 'accuracy')} "
+        f"| {_with_ci(metrics['macro']['f1'], ci, 'macro_f1')} "
+        f"| {_with_ci(metrics['weighted']['f1'], ci, 'weighted_f1')} | – | this evaluation |",
+    ]
+    for r in published:
+        f1 = _pct(r.f1) + (f" ({r.note})" if r.note else "")
+        rows.append(
+            f"| {r.system} | {_pct(r.accuracy)} | {_pct(r.macro_f1)} | {_pct(r.weighted_f1)} | {f1} | {r.source} |"
+        )
+    text = "\n".join(rows) + f"\n\n{PUBLISHED_SER30K_NOTE}\n"
+    reference = next((r for r in published if r.per_class_f1), None)
+    if reference is not None and list(metrics.get("classes", [])) == list(reference.per_class_f1):
+        ours = {row["class"]: row["f1"] for row in metrics["per_class"]}
+        header = "| per-class F1 | " + " | ".join(reference.per_class_f1) + " |"
+        text += "\n" + "\n".join(
+            [
+                header,
+                "|---" * (len(reference.per_class_f1) + 1) + "|",
+                f"| {name} | " + " | ".join(f"{100 * ours[c]:.1f}" for c in reference.per_class_f1) + " |",
+                f"| {reference.system} | " + " | ".join(f"{v:.1f}" for v in reference.per_class_f1.values()) + " |",
+            ]
+        )
+        text += "\n"
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reports
+
+
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path) -> Path:
+    """Save a confusion matrix as PNG: colour = share of the true class (row-normalised), text = count."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("plotting needs matplotlib: pip install 'mghft[train]'") from exc
+    counts = np.asarray(matrix, dtype=np.int64)
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
+    k = len(classes)
+    side = max(4.0, 0.7 * k + 2.0)
+    fig = Figure(figsize=(side, side))
+    FigureCanvasAgg(fig)  # attaches itself to the figure; no pyplot, no global backend switch
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    ax.set_xticks(range(k), labels=list(classes), rotation=45, ha="right")
+    ax.set_yticks(range(k), labels=list(classes))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(k):
+        for j in range(k):
+            colour = "white" if share[i, j] > 0.5 else "black"
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=colour, fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _markdown_report(
+    metrics: Mapping[str, Any],
+    ci: Mapping[str, Mapping[str, float]] | None,
+    title: str,
+    extra: Mapping[str, Any] | None,
+    comparison: str | None,
+) -> str:
+    lines = [f"# {title}", ""]
+    for key, value in (extra or {}).items():
+        lines.append(f"- {key}: {value}")
+    lines += [f"- samples: {metrics['n']}", ""]
+    lines += ["## Summary (%)", ""]
+    lines += ["| metric | value | 95% CI |", "|---|---|---|"]
+    summary = [
+        ("accuracy", metrics["accuracy"], "accuracy"),
+        ("macro precision", metrics["macro"]["precision"], None),
+        ("macro recall", metrics["macro"]["recall"], None),
+        ("macro F1", metrics["macro"]["f1"], "macro_f1"),
+        ("weighted precision", metrics["weighted"]["precision"], None),
+        ("weighted recall", metrics["weighted"]["recall"], None),
+        ("weighted F1", metrics["weighted"]["f1"], "weighted_f1"),
+    ]
+    for label, value, ci_name in summary:
+        interval = "–"
+        if ci and ci_name and ci_name in ci:
+            interval = f"{100 * ci[ci_name]['low']:.2f} – {100 * ci[ci_name]['high']:.2f}"
+        lines.append(f"| {label} | {100 * value:.2f} | {interval} |")
+    for key, label in (("top2_accuracy", "top-2 accuracy (%)"), ("log_loss", "log loss"), ("ece", "ECE (%)")):
+        if key in metrics:
+            value = metrics[key] if key == "log_loss" else 100 * metrics[key]
+            lines.append(f"| {label} | {value:.4f} | – |" if key == "log_loss" else f"| {label} | {value:.2f} | – |")
+    lines += ["", "## Per class (%)", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for row in metrics["per_class"]:
+        lines.append(
+            f"| {row['class']} | {100 * row['precision']:.2f} | {100 * row['recall']:.2f} | {100 * row['f1']:.2f} "
+            f"| {row['support']} |"
+        )
+    classes = metrics["classes"]
+    lines += ["", "## Confusion matrix (rows: true, columns: predicted)", ""]
+    lines.append("| true \\ predicted | " + " | ".join(classes) + " |")
+    lines.append("|---" * (len(classes) + 1) + "|")
+    for name, row in zip(classes, metrics["confusion_matrix"], strict=True):
+        lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
+    if comparison:
+        lines += ["## Against published SER30K results (%)", "", comparison]
+    return "\n".join(lines)
+
+
+def write_report(
+    out_dir: str | Path,
+    metrics: Mapping[str, Any],
+    *,
+    ci: Mapping[str, Mapping[str, float]] | None = None,
+    title: str = "Evaluation",
+    extra: Mapping[str, Any] | None = None,
+    compare_published: bool = False,
+    selected_on: str = "val",
+) -> dict[str, Path]:
+    """Write an evaluation folder.
+
+    Files: ``metrics.json`` (metrics, ``ci``, ``extra``), ``per_class.csv``, ``confusion_matrix.json``,
+    ``confusion_matrix.png`` and ``report.md`` (summary with intervals, per-class table, confusion matrix, and with
+    ``compare_published`` the SER30K comparison table).
+
+    Args:
+        out_dir: the folder (created).
+        metrics: ``compute_metrics`` output.
+        ci: ``bootstrap_ci`` output.
+        title: the report's heading.
+        extra: run facts to record (checkpoint, split, dataset ...): written to ``metrics.json`` and listed in the
+            report.
+        compare_published: add ``comparison_table`` (only meaningful on the SER30K test split).
+        selected_on: how the evaluated checkpoint was chosen, for the comparison table.
+
+    Returns:
+        file kind -> path.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics": out / "metrics.json",
+        "per_class": out / "per_class.csv",
+        "confusion_json": out / "confusion_matrix.json",
+        "confusion_png": out / "confusion_matrix.png",
+        "report": out / "report.md",
+    }
+    payload = {"metrics": dict(metrics), "ci": dict(ci) if ci else None, **({"extra": dict(extra)} if extra else {})}
+    paths["metrics"].write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with paths["per_class"].open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "precision", "recall", "f1", "support"])
+        for row in metrics["per_class"]:
+            writer.writerow(
+                [row["class"], f"{row['precision']:.6f}", f"{row['recall']:.6f}", f"{row['f1']:.6f}", row["support"]]
+            )
+    confusion = {
+        "classes": list(metrics["classes"]),
+        "rows": "true",
+        "columns": "predicted",
+        "matrix": metrics["confusion_matrix"],
+    }
+    paths["confusion_json"].write_text(json.dumps(confusion, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    plot_confusion_matrix(metrics["confusion_matrix"], metrics["classes"], paths["confusion_png"])
+    comparison = comparison_table(metrics, ci=ci, selected_on=selected_on) if compare_published else None
+    paths["report"].write_text(_markdown_report(metrics, ci, title, extra, comparison), encoding="utf-8")
+    return paths
