@@ -137,7 +137,7 @@ def test_comparison_table() -> None:
     ours = lines[2]
     assert ours.startswith("| **mghft-small** (selected on val)")
     assert f"{100 * m['accuracy']:.2f} [50.00, 70.00]" in ours and f"{100 * m['macro']['f1']:.2f}" in ours
-    assert "| MGHFT | 73.31 | – | – | 72.52 (F1 averaging not stated; likely weighted) |" in table
+    assert "| MGHFT | 73.31 | – | – | 72.52 (likely weighted) |" in table
     assert "| TGCA-PVT (MM 2024) | 71.63 | 55.61 | 70.93 |" in table
     assert all(r.system in table for r in PUBLISHED_SER30K)
     assert PUBLISHED_SER30K_NOTE in table

@@ -233,9 +233,7 @@ PUBLISHED_SER30K_NOTE = (
 )
 
 PUBLISHED_SER30K: tuple[PublishedResult, ...] = (
-    PublishedResult(
-        "MGHFT", 73.31, "MGHFT code repo figure", f1=72.52, note="F1 averaging not stated; likely weighted"
-    ),
+    PublishedResult("MGHFT", 73.31, "MGHFT code repo figure", f1=72.52, note="likely weighted"),
     PublishedResult("BLIP2-2.7B", 70.46, "MGHFT code repo figure", f1=68.81),
     PublishedResult("CLIP-Base", 65.83, "MGHFT code repo figure", f1=63.22),
     PublishedResult("GPT-4o zero-shot", 59.55, "MGHFT code repo figure", f1=60.22),
