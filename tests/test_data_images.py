@@ -68,6 +68,16 @@ def test_animated_gif_gives_middle_frame(tmp_path: Path) -> None:
     assert load_image(path4).getpixel((4, 4)) == (0, 0, 255)  # frame 4 // 2 = 2
 
 
+def test_multi_frame_photo_keeps_first_frame(tmp_path: Path) -> None:
+    path = tmp_path / "phone.mpo"
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(
+        path, save_all=True, append_images=[Image.new("RGB", (8, 8), (0, 0, 255))]
+    )
+    assert Image.open(path).n_frames == 2
+    r, g, b = load_image(path).getpixel((4, 4))
+    assert r > 240 and b < 15  # frame 0, not the "middle" frame 1
+
+
 def test_animated_webp_with_alpha(tmp_path: Path) -> None:
     frames = [Image.new("RGBA", (8, 8), (0, 0, 0, 0)) for _ in range(2)]
     frames[0].putpixel((1, 1), (255, 0, 0, 255))

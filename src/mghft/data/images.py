@@ -7,7 +7,7 @@ Rules (also in ``docs/data.md``):
   such files crashes or garbles colours.
 * **Animated images** (GIF, APNG, WebP) give the frame ``n_frames // 2`` (0-based), the middle of the animation:
   many animated stickers open on a blank or fading frame, the middle one shows the content. A still image is its
-  own single frame.
+  own single frame; other multi-frame files (MPO photos, multi-page TIFF) give their first frame.
 * **Modes**: palette, CMYK, YCbCr, 1-bit and grey become RGB; 16-bit and 32-bit integer grey (``I;16*``, ``I``)
   are scaled from the 0..65535 range to 0..255; float grey (``F``) is read as 0..1.
 * **EXIF orientation** is applied, so a phone photo stands upright.
@@ -47,6 +47,9 @@ _ORIENTATION_TO_TRANSPOSE = {
 _EXIF_ORIENTATION = 0x0112
 _WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+# Formats whose extra frames are an animation. Other multi-frame files keep frame 0: an MPO photo's second frame is
+# another exposure or a preview, a TIFF's second page another picture.
+_ANIMATION_FORMATS = frozenset({"GIF", "PNG", "WEBP"})
 
 
 class ImageLoadError(ValueError):
@@ -143,7 +146,7 @@ def load_image(
                 )
             orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
             n_frames = getattr(im, "n_frames", 1)
-            if n_frames > 1:
+            if n_frames > 1 and im.format in _ANIMATION_FORMATS:
                 im.seek(n_frames // 2)
             im.load()
             rgb = _to_rgb(im, background)
