@@ -117,7 +117,17 @@ def read_text(image: Any) -> str:
         if _OCR_ENGINE is None:
             from rapidocr import RapidOCR
 
-            _OCR_ENGINE = RapidOCR(params={"Global.log_level": "error"})
+            # Stickers are small: detect at their own size (the default upscales the short side to 736 px),
+            # skip the 180-degree text classifier, and keep onnxruntime to a few threads.
+            _OCR_ENGINE = RapidOCR(
+                params={
+                    "Global.log_level": "error",
+                    "Global.use_cls": False,
+                    "Det.limit_type": "max",
+                    "Det.limit_side_len": 640,
+                    "EngineConfig.onnxruntime.intra_op_num_threads": min(4, os.cpu_count() or 1),
+                }
+            )
         result = _OCR_ENGINE(np.asarray(image.convert("RGB"))[:, :, ::-1])  # RGB -> BGR, as OpenCV expects
     texts = getattr(result, "txts", None) or ()
     return " ".join(t.strip() for t in texts if t and t.strip())
