@@ -26,7 +26,7 @@ from mghft.data.records import DatasetIndex
 from mghft.interpret.backends import Backend
 from mghft.interpret.clients import BackendError, FatalBackendError
 from mghft.interpret.description import image_sha256
-from mghft.interpret.imaging import DEFAULT_MAX_SIDE, prepare_image
+from mghft.interpret.imaging import DEFAULT_MAX_SIDE, PreparedImage, prepare_image
 from mghft.interpret.store import DescriptionStore
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,18 @@ async def describe_plan(
         store.record_failure(sha, message, source=str(item.path), backend=backend.name, model=backend.model)
         log.info("%s: %s", item.key, message)
 
-    async def worker() -> None:
+    def tick() -> None:
+        summary.elapsed_s = time.monotonic() - started
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(failed=summary.failed, tokens=summary.prompt_tokens + summary.completion_tokens)
+
+    # Two stages: preparers read, hash and shrink images (in threads) a little ahead of the requesters, so that
+    # ``concurrency`` requests stay in flight instead of waiting on image work between answers.
+    ready: asyncio.Queue[tuple[str, WorkItem, PreparedImage] | None] = asyncio.Queue(maxsize=concurrency)
+    n_requesters = min(concurrency, max(1, len(plan.todo)))
+
+    async def preparer() -> None:
         for sha, item in queue:
             try:
                 data = await asyncio.to_thread(item.path.read_bytes)
@@ -245,9 +256,22 @@ async def describe_plan(
                 prepared = await asyncio.to_thread(
                     prepare_image, data, source=str(item.path), max_side=max_side, sha256=actual
                 )
-                desc = await backend.describe(prepared)
             except (ImageLoadError, OSError) as err:
                 fail(sha, item, f"unreadable image: {err}")
+                tick()
+                continue
+            await ready.put((sha, item, prepared))
+
+    async def preparers() -> None:
+        await asyncio.gather(*(preparer() for _ in range(min(4, n_requesters))))
+        for _ in range(n_requesters):
+            await ready.put(None)
+
+    async def requester() -> None:
+        while (job := await ready.get()) is not None:
+            sha, item, prepared = job
+            try:
+                desc = await backend.describe(prepared)
             except BackendError as err:
                 fail(sha, item, str(err))
             else:
@@ -256,13 +280,10 @@ async def describe_plan(
                 summary.requests += desc.usage.get("requests", 0)
                 summary.prompt_tokens += desc.usage.get("prompt_tokens", 0)
                 summary.completion_tokens += desc.usage.get("completion_tokens", 0)
-            finally:
-                summary.elapsed_s = time.monotonic() - started
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(failed=summary.failed, tokens=summary.prompt_tokens + summary.completion_tokens)
+            tick()
 
-    tasks = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, max(1, len(plan.todo))))]
+    tasks = [asyncio.ensure_future(preparers())]
+    tasks += [asyncio.ensure_future(requester()) for _ in range(n_requesters)]
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in pending:
