@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +143,13 @@ def save_checkpoint(
     preprocess: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``folder/model.safetensors`` and ``folder/config.json`` atomically (a half-written folder never
-    replaces a good one). Pass the model before ``torch.compile`` or DDP wrapping, or let this unwrap it."""
+    replaces a good one). Pass the model before ``torch.compile`` or DDP wrapping, or let this unwrap it.
+
+    ``write_extra(tmp_folder)`` may add files (a training state) that must appear together with the weights.
+    """
     model = getattr(model, "_orig_mod", model)
     model = getattr(model, "module", model)
     cfg = model.cfg
@@ -167,6 +171,8 @@ def save_checkpoint(
             **dict(extra or {}),
         }
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+        if write_extra is not None:
+            write_extra(tmp)
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -38,11 +38,12 @@ def stage_alignment_loss(
     """Sum over stages of InfoNCE + ``mlce_weight`` x MLCE; (B, S, d) inputs, view_mask (B, S) of present views.
 
     A stage only compares the samples whose view is present; a stage with fewer than two contributes 0.
-    Computed in float32 whatever the autocast dtype.
+    Computed in at least float32 whatever the autocast dtype (float64 stays float64).
     """
-    total = stage_global.new_zeros((), dtype=torch.float32)
+    dtype = torch.promote_types(stage_global.dtype, torch.float32)
+    total = stage_global.new_zeros((), dtype=dtype)
     for s in range(stage_global.shape[1]):
-        g, t = stage_global[:, s].float(), stage_text[:, s].float()
+        g, t = stage_global[:, s].to(dtype), stage_text[:, s].to(dtype)
         if view_mask is not None:
             keep = view_mask[:, s]
             g, t = g[keep], t[keep]

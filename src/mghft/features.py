@@ -1,0 +1,150 @@
+"""Per-view text features computed once and cached on disk.
+
+A frozen text encoder gives the same feature for the same string every time, so training never needs to run it:
+each distinct view text is encoded once and stored. The cache is content-addressed:
+
+- one folder per *encoder setting* (encoder id, layers averaged, masked or unmasked mean, padding, max length),
+  named by a fingerprint of those settings: changing any of them starts a new folder;
+- inside it, one row per distinct *text*, keyed by the sha256 of the text: a changed description is a new text
+  and is encoded on the next use, while unchanged texts are reused.
+
+Rows live in append-only ``shard-NNNNN.safetensors`` files listed by ``index.json``, which is replaced
+atomically after each shard is written: an interrupted run loses at most the shard it was writing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from mghft.config import TextConfig
+from mghft.models.text import TextEncoder, view_texts
+
+CACHE_FORMAT = 1
+_FINGERPRINT_FIELDS = ("encoder", "dim", "max_length", "last_layers", "masked_mean", "pad_to_max_length")
+
+
+def encoder_fingerprint(cfg: TextConfig) -> str:
+    """A short id of everything that changes a text's feature."""
+    spec = {k: getattr(cfg, k) for k in _FINGERPRINT_FIELDS}
+    spec["format"] = CACHE_FORMAT
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class TextFeatureCache:
+    """Disk cache of pooled text-encoder features for one encoder setting.
+
+    Args:
+        root: cache root; the features go to ``root/<fingerprint>/``.
+        cfg: the text config whose encoder and pooling produce the features.
+        encoder_factory: builds the encoder when a text is missing (never called when everything is cached).
+    """
+
+    def __init__(
+        self, root: str | Path, cfg: TextConfig, encoder_factory: Callable[[], TextEncoder] | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.dir = Path(root) / encoder_fingerprint(cfg)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._factory = encoder_factory or (lambda: TextEncoder.from_config(cfg))
+        self._encoder: TextEncoder | None = None
+        self._rows: dict[str, tuple[int, int]] = {}
+        self._shards: list[Tensor] = []
+        self.computed = 0
+        self.reused = 0
+        self._load()
+
+    def _load(self) -> None:
+        index = self.dir / "index.json"
+        if not index.exists():
+            spec = {k: getattr(self.cfg, k) for k in _FINGERPRINT_FIELDS}
+            (self.dir / "settings.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
+            return
+        meta = json.loads(index.read_text(encoding="utf-8"))
+        for name in meta["shards"]:
+            self._shards.append(load_file(str(self.dir / name))["features"])
+        self._rows = {k: (s, r) for k, (s, r) in meta["rows"].items()}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, text: str) -> bool:
+        return text_key(text) in self._rows
+
+    def _save_shard(self, keys: list[str], feats: Tensor) -> None:
+        shard_id = len(self._shards)
+        name = f"shard-{shard_id:05d}.safetensors"
+        save_file({"features": feats.contiguous()}, str(self.dir / name))
+        self._shards.append(feats)
+        for row, k in enumerate(keys):
+            self._rows[k] = (shard_id, row)
+        meta = {
+            "format": CACHE_FORMAT,
+            "shards": [f"shard-{i:05d}.safetensors" for i in range(len(self._shards))],
+            "rows": self._rows,
+        }
+        tmp = self.dir / "index.json.tmp"
+        tmp.write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(tmp, self.dir / "index.json")
+
+    def get(self, texts: Sequence[str], batch_size: int = 64, shard_size: int = 4096) -> Tensor:
+        """Features (n, dim) of ``texts``, encoding and storing the ones not cached yet."""
+        keys = [text_key(t) for t in texts]
+        missing: dict[str, str] = {}
+        for k, t in zip(keys, texts, strict=True):
+            if k not in self._rows and k not in missing:
+                missing[k] = t
+        self.reused += len(set(keys)) - len(missing)
+        if missing:
+            if self._encoder is None:
+                self._encoder = self._factory()
+            items = list(missing.items())
+            for i in range(0, len(items), shard_size):
+                chunk = items[i : i + shard_size]
+                feats = self._encoder.encode([t for _, t in chunk], batch_size=batch_size)
+                self._save_shard([k for k, _ in chunk], feats.float())
+                self.computed += len(chunk)
+        if not keys:
+            return torch.zeros(0, self.cfg.dim)
+        return torch.stack([self._shards[s][r] for s, r in (self._rows[k] for k in keys)])
+
+
+def view_feature_table(
+    descriptions: Sequence[Mapping[str, str] | str | None],
+    cache: TextFeatureCache,
+) -> tuple[Tensor, Tensor]:
+    """Per-sample view features (N, 4, dim) and the mask of present views (N, 4) for a dataset.
+
+    The view strings follow the cache's text config (``identical_views`` reproduces the public code).
+    """
+    per_sample = [view_texts(d, cache.cfg.identical_views) for d in descriptions]
+    present = [t for row in per_sample for t in row if t is not None]
+    unique = list(dict.fromkeys(present))
+    feats = cache.get(unique)
+    row_of = {t: i for i, t in enumerate(unique)}
+    n = len(per_sample)
+    table = torch.zeros(n, 4, cache.cfg.dim)
+    mask = torch.zeros(n, 4, dtype=torch.bool)
+    for i, row in enumerate(per_sample):
+        for v, t in enumerate(row):
+            if t is not None:
+                table[i, v] = feats[row_of[t]]
+                mask[i, v] = True
+    return table, mask
+
+
+def cache_settings(cfg: TextConfig) -> dict[str, object]:
+    """The settings that key a cache folder (for logs)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k in _FINGERPRINT_FIELDS}

@@ -1,0 +1,174 @@
+"""Training configuration: typed, self-checking, YAML round-trip, ``key.sub=value`` overrides from the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mghft.config import ConfigError
+from mghft.views import VIEWS
+
+DATA_FORMATS = ("ser30k", "metmeme", "manifest", "folder")
+
+
+@dataclass
+class DataConfig:
+    """Where the images, labels and descriptions come from, and how they are split.
+
+    SER30K brings its own ``train``/``val``/``test`` files. MET-MEME, manifests and class folders have no official
+    split: a seeded, stratified one is made (grouped by ``group_by`` when given) and written to ``split_file``
+    (default ``<output>/split.json``); an existing split file is reused as it is.
+    """
+
+    format: Literal["ser30k", "metmeme", "manifest", "folder"] = "ser30k"
+    root: str = ""
+    """Dataset folder (SER30K, MET-MEME, class folders) or the manifest file."""
+    annotations: str | None = None
+    """SER30K: another annotations folder (e.g. one whose ``text`` holds descriptions in the public format)."""
+    language: str = "E"
+    """MET-MEME: ``E``, ``C`` or ``both``."""
+    descriptions: str | None = None
+    """A description store (``mghft interpret`` output); ``None``: the descriptions the dataset itself carries."""
+    split_file: str | None = None
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: int = 42
+    group_by: str | None = None
+    on_error: Literal["stop", "skip"] = "stop"
+    """A missing, unreadable or unlabelled item: stop with the list, or skip it (counted, printed and saved)."""
+    check_images: bool = True
+
+    def __post_init__(self) -> None:
+        if self.format not in DATA_FORMATS:
+            raise ConfigError(f"data.format: must be one of {DATA_FORMATS}, got {self.format!r}")
+        if self.on_error not in ("stop", "skip"):
+            raise ConfigError(f"data.on_error: must be 'stop' or 'skip', got {self.on_error!r}")
+        if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1) > 1e-6:
+            raise ConfigError("data.split_fractions: three fractions (train, val, test) summing to 1")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults are the public code's recipe (method.md section 6)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    output: str = "runs/mghft"
+    model: str = "mghft_pvt_small"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    """Config changes on top of the variant, e.g. ``{"fusion": {"attention": "self"}}``."""
+    compat: str = "none"
+    pretrained: bool | str = "imagenet"
+    """ImageNet backbone weights (``"imagenet"``), none (``false``), or a checkpoint folder to start from."""
+    weights_dir: str | None = None
+    image_size: int | None = None
+    epochs: int = 50
+    batch_size: int = 16
+    """Per process."""
+    accum_steps: int = 1
+    lr: float | None = None
+    """Peak learning rate; default 1e-3 x global batch / 512 (6.25e-5 for 2 x 16)."""
+    min_lr: float = 1e-5
+    warmup_epochs: float = 5
+    warmup_lr: float = 1e-5
+    weight_decay: float = 0.05
+    clip_grad: float | None = None
+    label_smoothing: float = 0.2
+    align_weight: float = 0.5
+    mlce_weight: float = 30.0
+    temperature: float = 0.07
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    """``auto``: bf16 on a GPU that supports it (else fp16), full precision on CPU."""
+    seed: int = 42
+    workers: int = 4
+    repeated_aug: int = 1
+    """Repeated augmentation: each image appears this many times per epoch, differently augmented (paper: 3)."""
+    rand_augment: str | None = "m9-mstd0.5"
+    views: tuple[str, ...] = VIEWS
+    """Views the model sees; the others are always absent (one-view ablation: one name; image only: none)."""
+    view_dropout: float = 0.0
+    """Probability of dropping each view of a training sample, so the model works with views absent."""
+    text_dropout: float = 0.0
+    """Probability of dropping all views of a training sample (the bare-image path)."""
+    select_on: Literal["val", "test"] = "val"
+    select_metric: Literal["accuracy", "macro_f1", "weighted_f1"] = "accuracy"
+    patience: int | None = None
+    """Stop after this many epochs without improvement on the selection split."""
+    max_steps_per_epoch: int | None = None
+    feature_cache: str | None = None
+    """Text-feature cache root; default ``$MGHFT_CACHE/text-features``."""
+    bootstrap: int = 1000
+    tensorboard: bool = True
+    progress: bool = True
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, dict):
+            self.data = _build(DataConfig, self.data, "data")
+        self.views = tuple(self.views)
+        bad = [v for v in self.views if v not in VIEWS]
+        if bad:
+            raise ConfigError(f"views: unknown view(s) {bad}; known: {list(VIEWS)}")
+        checks = [
+            (self.epochs >= 1, "epochs", "must be >= 1"),
+            (self.batch_size >= 1, "batch_size", "must be >= 1"),
+            (self.accum_steps >= 1, "accum_steps", "must be >= 1"),
+            (self.repeated_aug >= 1, "repeated_aug", "must be >= 1"),
+            (0 <= self.view_dropout < 1, "view_dropout", "must be in [0, 1)"),
+            (0 <= self.text_dropout <= 1, "text_dropout", "must be in [0, 1]"),
+            (self.select_on in ("val", "test"), "select_on", "must be 'val' or 'test'"),
+            (self.amp in ("auto", "bf16", "fp16", "off"), "amp", "must be auto, bf16, fp16 or off"),
+        ]
+        for ok, name, msg in checks:
+            if not ok:
+                raise ConfigError(f"{name}: {msg}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["views"] = list(self.views)
+        d["data"]["split_fractions"] = list(self.data.split_fractions)
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return _build(cls, data, "")
+
+    @classmethod
+    def from_file(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+        """Read a YAML config and apply ``key.sub=value`` overrides (values parsed as YAML)."""
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        try:
+            return cls.from_dict(apply_overrides(data, overrides or []))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["epochs=3", "data.root=/x", "model_overrides.fusion.alpha=4"]`` applied to a nested dict."""
+    data = dict(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node[p] = dict(node.get(p) or {})
+            node = node[p]
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"{where}{unknown[0]}: unknown field (known: {sorted(names)})")
+    kwargs = {k: tuple(v) if isinstance(v, list) and k != "model_overrides" else v for k, v in data.items()}
+    return cls(**kwargs)

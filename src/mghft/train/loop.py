@@ -1,0 +1,488 @@
+"""The one training loop: data, cached text features, AdamW + warm-up/cosine, mixed precision, accumulation,
+DDP, selection on val, a single test evaluation, atomic checkpoints and exact resume.
+
+Run it with ``mghft train CONFIG`` (one process) or ``torchrun --nproc-per-node N -m mghft train CONFIG``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from mghft.data import DatasetIndex, Preprocess, build_transform
+from mghft.data.ser30k import SER30K_CLASSES
+from mghft.evaluate import bootstrap_ci, compute_metrics, write_report
+from mghft.features import TextFeatureCache, view_feature_table
+from mghft.hub import cache_dir, save_checkpoint
+from mghft.losses import MGHFTObjective, StageAlignmentLoss
+from mghft.models.factory import create_model, load_model
+from mghft.models.mghft import MGHFT
+from mghft.train.config import TrainConfig
+from mghft.train.data import RepeatAugSampler, StickerDataset, attach_descriptions, drop_views, load_splits
+from mghft.views import VIEWS
+
+STATE_NAME = "training_state.pt"
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> DistInfo:
+    """Initialise the process group when launched by ``torchrun`` (NCCL on GPUs, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        if cuda:
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return DistInfo(rank, world, local, device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases, norms, 1-D parameters, CLS tokens and positional tables."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = (
+            p.ndim <= 1 or name.endswith(".bias") or any(k in name for k in ("cls_token", "pos_embed", "missing_view"))
+        )
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float, warmup_lr: float, min_lr: float) -> float:
+    """Linear warm-up from ``warmup_lr`` to ``peak`` over ``warmup`` steps, then cosine down to ``min_lr``."""
+    if step < warmup:
+        return warmup_lr + (peak - warmup_lr) * step / max(1, warmup)
+    t = (step - warmup) / max(1, total - warmup)
+    return min_lr + 0.5 * (peak - min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _autocast(device: torch.device, amp: str) -> tuple[contextlib.AbstractContextManager, bool]:
+    """The autocast context and whether a gradient scaler is needed (fp16)."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return contextlib.nullcontext(), False
+    if amp == "auto":
+        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype), amp == "fp16"
+
+
+def _features(
+    cfg: TrainConfig, model: MGHFT, parts: dict[str, DatasetIndex], info: DistInfo
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """Per-view features and masks per split, from the on-disk cache (computed once, on the main process)."""
+    root = Path(cfg.feature_cache) if cfg.feature_cache else cache_dir() / "text-features"
+    out = {}
+    descriptions = {name: attach_descriptions(part, cfg.data.descriptions) for name, part in parts.items()}
+    if not any(d for ds in descriptions.values() for d in ds):
+        return {
+            n: (torch.zeros(len(p), 4, model.cfg.text.dim), torch.zeros(len(p), 4, dtype=torch.bool))
+            for n, p in parts.items()
+        }
+    order = [0] if info.world == 1 else [0, 1]  # main process first, then the others read its cache
+    for turn in order:
+        if (turn == 0) == info.main:
+            cache = TextFeatureCache(root, model.cfg.text)
+            out = {name: view_feature_table(descriptions[name], cache) for name in parts}
+            if info.main:
+                print(f"text features: {cache.computed} encoded, {cache.reused} reused from {cache.dir}")
+        if info.world > 1:
+            dist.barrier()
+    return out
+
+
+def _loader(ds: StickerDataset, cfg: TrainConfig, info: DistInfo, train: bool) -> DataLoader:
+    sampler = RepeatAugSampler(
+        len(ds), info.world, info.rank, cfg.repeated_aug if train else 1, shuffle=train, seed=cfg.seed
+    )
+    return DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=info.device.type == "cuda",
+        drop_last=train and len(sampler) >= cfg.batch_size,
+        persistent_workers=False,
+    )
+
+
+@torch.no_grad()
+def predict_loader(
+    model: nn.Module, loader: DataLoader, info: DistInfo, amp: str = "off", views_absent: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, predictions and probabilities over a (possibly sharded) loader, gathered on every process."""
+    model.eval()
+    ctx, _ = _autocast(info.device, amp)
+    idx, probs = [], []
+    for batch in loader:
+        mask = batch["view_mask"].to(info.device)
+        if views_absent:
+            mask = torch.zeros_like(mask)
+        with ctx:
+            out = model(
+                batch["image"].to(info.device, non_blocking=True),
+                text_features=batch["text_features"].to(info.device),
+                view_mask=mask,
+                compute_align_loss=False,
+            )
+        probs.append(torch.softmax(out["logits"].float(), -1).cpu())
+        idx.append(batch["index"])
+    p = torch.cat(probs) if probs else torch.zeros(0)
+    i = torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long)
+    if info.world > 1:
+        gathered: list[Any] = [None] * info.world
+        dist.all_gather_object(gathered, (i, p))
+        i = torch.cat([g[0] for g in gathered])
+        p = torch.cat([g[1] for g in gathered])
+    # Padding of the sharded sampler repeats items: keep one prediction per item, in dataset order.
+    first = {}
+    for pos, j in enumerate(i.tolist()):
+        first.setdefault(j, pos)
+    order = [first[j] for j in sorted(first)]
+    ds = loader.dataset
+    labels = np.array([ds.index.samples[j].label for j in sorted(first)])
+    p = p[order].double()
+    p = (p / p.sum(dim=1, keepdim=True)).numpy()
+    return labels, p.argmax(1), p
+
+
+def _metric(m: dict[str, Any], name: str) -> float:
+    return float(m[name]) if name in m else float(m["macro"]["f1"] if name == "macro_f1" else m["weighted"]["f1"])
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Train, select on ``cfg.select_on``, evaluate the selected model once on test; returns the results."""
+    info = setup_distributed()
+    out = Path(cfg.output)
+    if info.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        if cfg.select_on == "test":
+            warnings.warn(
+                "selecting the checkpoint on the TEST split, as the public code does: the test numbers are "
+                "optimistic and not comparable with a val-selected run",
+                stacklevel=2,
+            )
+    seed_everything(cfg.seed)
+    parts = load_splits(cfg.data, out, log=info.main)
+    classes = parts["train"].classes
+
+    trainable_text = bool(cfg.model_overrides.get("text", {}).get("trainable"))
+    if trainable_text:
+        raise NotImplementedError("fine-tuning the text encoder needs token ids; this loop trains on cached features")
+    model = (
+        create_model(
+            cfg.model,
+            pretrained=cfg.pretrained,
+            compat=cfg.compat,
+            num_classes=len(classes),
+            image_size=cfg.image_size,
+            text_encoder=False,
+            weights_dir=cfg.weights_dir,
+            **cfg.model_overrides,
+        )
+        if not (isinstance(cfg.pretrained, str) and cfg.pretrained not in ("imagenet",))
+        else load_model(cfg.pretrained, text_encoder=False)
+    )
+    mcfg = model.cfg
+    feats = _features(cfg, model, parts, info)
+    size = mcfg.image_size
+    train_tf = build_transform(True, size, rand_augment=cfg.rand_augment, seed=cfg.seed)
+    eval_tf = Preprocess(size=size).transform()
+    datasets = {
+        name: StickerDataset(
+            part, train_tf if name == "train" else eval_tf, *feats[name], train=name == "train", seed=cfg.seed
+        )
+        for name, part in parts.items()
+    }
+    loaders = {name: _loader(ds, cfg, info, name == "train") for name, ds in datasets.items()}
+
+    model.to(info.device)
+    objective = MGHFTObjective(
+        cfg.label_smoothing, cfg.align_weight, StageAlignmentLoss(cfg.temperature, cfg.mlce_weight)
+    )
+    global_batch = cfg.batch_size * cfg.accum_steps * info.world
+    peak = cfg.lr if cfg.lr is not None else 1e-3 * global_batch / 512
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak)
+    steps_per_epoch = math.ceil(len(loaders["train"]) / cfg.accum_steps)
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    ctx, needs_scaler = _autocast(info.device, cfg.amp)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=needs_scaler)
+    keep = torch.tensor([v in cfg.views for v in VIEWS])
+
+    net: nn.Module = model
+    if info.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[info.device.index] if info.device.type == "cuda" else None,
+            find_unused_parameters=mcfg.fusion.attention != "tgfa" or not any(keep),
+        )
+    if cfg.compile:
+        net = torch.compile(net)
+
+    state = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
+    if resume and (out / "last" / STATE_NAME).exists():
+        state = _restore(out / "last", model, optimizer, scaler)
+        if info.main:
+            print(f"resumed from {out / 'last'} at epoch {state['epoch']}")
+
+    writer = None
+    if info.main and cfg.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            warnings.warn("tensorboard is not installed: no TensorBoard logs", stacklevel=2)
+
+    select_split = cfg.select_on
+    for epoch in range(state["epoch"], cfg.epochs):
+        t0 = time.time()
+        loaders["train"].sampler.set_epoch(epoch)
+        datasets["train"].set_epoch(epoch)
+        g = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch)
+        net.train()
+        sums = {"loss": 0.0, "ce": 0.0, "align": 0.0}
+        seen = 0
+        batches = loaders["train"]
+        if info.main and cfg.progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        optimizer.zero_grad(set_to_none=True)
+        for micro, batch in enumerate(batches):
+            if cfg.max_steps_per_epoch and micro >= cfg.max_steps_per_epoch * cfg.accum_steps:
+                break
+            mask = drop_views(batch["view_mask"], keep, cfg.view_dropout, cfg.text_dropout, g)
+            images = batch["image"].to(info.device, non_blocking=True)
+            labels = batch["label"].to(info.device)
+            sync = (micro + 1) % cfg.accum_steps == 0
+            no_sync = net.no_sync() if (info.world > 1 and not sync) else contextlib.nullcontext()
+            with no_sync, ctx:
+                outputs = net(
+                    images,
+                    text_features=batch["text_features"].to(info.device),
+                    view_mask=mask.to(info.device),
+                    compute_align_loss=False,
+                )
+                losses = objective(outputs, labels)
+            if not torch.isfinite(losses["loss"]):
+                raise FloatingPointError(f"loss is {losses['loss'].item()} at epoch {epoch + 1}, step {state['step']}")
+            scaler.scale(losses["loss"] / cfg.accum_steps).backward()
+            if sync:
+                lr = lr_at(state["step"], total_steps, warmup, peak, cfg.warmup_lr, cfg.min_lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                if cfg.clip_grad:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] += 1
+            n = images.shape[0]
+            seen += n
+            for k in sums:
+                sums[k] += float(losses[k].detach()) * n
+
+        y, pred, probs = predict_loader(net, loaders[select_split], info, cfg.amp)
+        metrics = compute_metrics(y, pred, classes, probs)
+        score = _metric(metrics, cfg.select_metric)
+        row = {
+            "epoch": epoch + 1,
+            "step": state["step"],
+            "lr": optimizer.param_groups[0]["lr"],
+            **{f"train_{k}": v / max(1, seen) for k, v in sums.items()},
+            f"{select_split}_accuracy": metrics["accuracy"],
+            f"{select_split}_macro_f1": metrics["macro"]["f1"],
+            f"{select_split}_weighted_f1": metrics["weighted"]["f1"],
+            "seconds": time.time() - t0,
+        }
+        state["history"].append(row)
+        improved = score > state["best"]
+        if improved:
+            state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        if info.main:
+            _log(out, row, writer)
+            if improved:
+                save_checkpoint(
+                    model, out / "best", class_names=classes, metrics={select_split: metrics, "epoch": epoch + 1}
+                )
+            _save_last(out / "last", model, classes, optimizer, scaler, state)
+            print(
+                f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  {select_split} acc {metrics['accuracy']:.4f}  "
+                f"macro-F1 {metrics['macro']['f1']:.4f}" + ("  *" if improved else "")
+            )
+        if info.world > 1:
+            dist.barrier()
+        if cfg.patience is not None and state["bad_epochs"] >= cfg.patience:
+            if info.main:
+                print(f"early stop: no improvement on {select_split} for {cfg.patience} epochs")
+            break
+
+    checksums = [sum(float(p.detach().double().sum()) for p in model.parameters())]
+    if info.world > 1:
+        gathered: list[Any] = [None] * info.world
+        dist.all_gather_object(gathered, checksums[0])
+        checksums = gathered
+    state["rank_checksums"] = checksums  # every process must end with the same weights
+    results = _final_test(cfg, out, classes, datasets, loaders, info, state)
+    if writer is not None:
+        writer.close()
+    if info.world > 1:
+        dist.barrier()
+    return results
+
+
+def _final_test(
+    cfg: TrainConfig,
+    out: Path,
+    classes: tuple[str, ...],
+    datasets: dict[str, StickerDataset],
+    loaders: dict[str, DataLoader],
+    info: DistInfo,
+    state: dict[str, Any],
+) -> dict[str, Any]:
+    """Load the selected checkpoint and evaluate it once on test: with its views, and with every view absent."""
+    best = load_model(out / "best", text_encoder=False).to(info.device)
+    y, pred, probs = predict_loader(best, loaders["test"], info, cfg.amp)
+    metrics = compute_metrics(y, pred, classes, probs)
+    y0, pred0, probs0 = predict_loader(best, loaders["test"], info, cfg.amp, views_absent=True)
+    bare = compute_metrics(y0, pred0, classes, probs0)
+    results = {
+        "selected_on": cfg.select_on,
+        "best_epoch": state["best_epoch"],
+        "world_size": info.world,
+        "rank_checksums": state.get("rank_checksums"),
+        "test": metrics,
+        "test_views_absent": {
+            "accuracy": bare["accuracy"],
+            "macro_f1": bare["macro"]["f1"],
+            "weighted_f1": bare["weighted"]["f1"],
+        },
+    }
+    if info.main:
+        ci = bootstrap_ci(y, pred, n=cfg.bootstrap, seed=cfg.seed) if cfg.bootstrap else None
+        write_report(
+            out / "test",
+            metrics,
+            ci=ci,
+            title=f"{cfg.model} on {cfg.data.format} test (selected on {cfg.select_on}, epoch {state['best_epoch']})",
+            extra={
+                "checkpoint": str(out / "best"),
+                "selected_on": cfg.select_on,
+                "test_views_absent": results["test_views_absent"],
+            },
+            compare_published=tuple(classes) == tuple(SER30K_CLASSES) and cfg.data.format == "ser30k",
+            selected_on=cfg.select_on,
+        )
+        results["ci"] = ci
+        (out / "results.json").write_text(json.dumps(results, indent=2, default=float), encoding="utf-8")
+        print(
+            f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro']['f1']:.4f}, weighted-F1 "
+            f"{metrics['weighted']['f1']:.4f}; with every view absent: accuracy {bare['accuracy']:.4f}"
+        )
+    return results
+
+
+def _log(out: Path, row: dict[str, Any], writer: Any) -> None:
+    path = out / "log.csv"
+    new = not path.exists()
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+    with open(out / "log.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+    if writer is not None:
+        for k, v in row.items():
+            if k != "epoch":
+                writer.add_scalar(k, v, row["epoch"])
+
+
+def _save_last(
+    folder: Path,
+    model: MGHFT,
+    classes: tuple[str, ...],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    state: dict[str, Any],
+) -> None:
+    def write_state(tmp: Path) -> None:
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "state": {k: v for k, v in state.items() if k != "history"},
+                "history": json.dumps(state["history"]),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy_rng": json.dumps(np.random.get_state()[1].tolist()),
+                "python_rng": json.dumps(random.getstate()[1]),
+            },
+            tmp / STATE_NAME,
+        )
+
+    save_checkpoint(model, folder, class_names=classes, write_extra=write_state)
+
+
+def _restore(
+    folder: Path, model: MGHFT, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+) -> dict[str, Any]:
+    from mghft.hub import WEIGHTS_NAME, load_state_dict_file
+
+    model.load_state_dict(load_state_dict_file(folder / WEIGHTS_NAME), strict=False)
+    blob = torch.load(folder / STATE_NAME, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(blob["optimizer"])
+    scaler.load_state_dict(blob["scaler"])
+    torch.set_rng_state(blob["torch_rng"])
+    if torch.cuda.is_available() and blob["cuda_rng"]:
+        torch.cuda.set_rng_state_all(blob["cuda_rng"])
+    np_state = np.random.get_state()
+    np.random.set_state((np_state[0], np.array(json.loads(blob["numpy_rng"]), dtype=np.uint32), *np_state[2:]))
+    random.setstate((3, tuple(json.loads(blob["python_rng"])), None))
+    state = dict(blob["state"])
+    state["history"] = json.loads(blob["history"])
+    return state

@@ -1,0 +1,182 @@
+"""Training end to end on small generated data: it learns, resumes exactly, and reads every format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import mghft
+from mghft.cli import main
+from mghft.train.config import DataConfig, TrainConfig
+from mghft.train.loop import train
+from tests import synthetic
+
+
+def _cfg(tmp_path: Path, data: DataConfig, **kw: object) -> TrainConfig:
+    base = dict(
+        data=data,
+        output=str(tmp_path / "run"),
+        model="mghft_tiny",
+        pretrained=False,
+        epochs=2,
+        batch_size=12,
+        lr=2e-3,
+        warmup_epochs=0.5,
+        min_lr=1e-4,
+        workers=0,
+        rand_augment=None,
+        bootstrap=50,
+        tensorboard=False,
+        progress=False,
+        feature_cache=str(tmp_path / "features"),
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_tiny_model_learns_and_reports(tmp_path: Path) -> None:
+    manifest = synthetic.write_manifest(tmp_path / "data", n_per_class=30)
+    cfg = _cfg(tmp_path, DataConfig(format="manifest", root=str(manifest)), epochs=12, view_dropout=0.2)
+    res = train(cfg)
+    assert res["test"]["accuracy"] >= 0.8  # chance is 1/3
+    run = Path(cfg.output)
+    for name in ("train.yaml", "split.json", "log.csv", "log.jsonl", "results.json", "best/model.safetensors"):
+        assert (run / name).exists(), name
+    for name in ("metrics.json", "confusion_matrix.png", "confusion_matrix.json", "per_class.csv", "report.md"):
+        assert (run / "test" / name).exists(), name
+    results = json.loads((run / "results.json").read_text())
+    assert results["selected_on"] == "val" and 0 <= results["test_views_absent"]["accuracy"] <= 1
+    assert len((run / "log.csv").read_text().splitlines()) == 1 + 12
+    model = mghft.load_model(run / "best", text_encoder=False)
+    assert model.checkpoint_meta["class_names"] == list(synthetic.CLASSES)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    manifest = synthetic.write_manifest(tmp_path / "data", n_per_class=8)
+    data = DataConfig(format="manifest", root=str(manifest), split_file=str(tmp_path / "split.json"))
+    kw = dict(epochs=3, view_dropout=0.3, rand_augment="m9-mstd0.5", model_overrides={"fusion": {"dropout": 0.1}})
+    full = _cfg(tmp_path / "a", data, **kw)
+    train(full)
+    part = _cfg(tmp_path / "b", data, **{**kw, "epochs": 3})
+    part_first = TrainConfig(**{**part.__dict__, "epochs": 1})
+    train(part_first)  # "interrupted" after epoch 1
+    train(part, resume=True)
+    a = mghft.load_model(Path(full.output) / "last", text_encoder=False).state_dict()
+    b = mghft.load_model(Path(part.output) / "last", text_encoder=False).state_dict()
+    assert a.keys() == b.keys()
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert diff == 0.0
+    log = (Path(part.output) / "log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in log[1:]] == ["1", "2", "3"]
+
+
+def test_text_feature_cache_is_reused_and_invalidated(tmp_path: Path) -> None:
+    from mghft.features import TextFeatureCache, view_feature_table
+
+    model = mghft.create_model("mghft_tiny", text_encoder=False)
+    calls = []
+
+    def factory():  # noqa: ANN202
+        calls.append(1)
+        return mghft.models.text.TextEncoder.from_config(model.cfg.text)
+
+    descs = [{"intention": "happy", "style": "flat"}, {"intention": "sad"}, None]
+    cache = TextFeatureCache(tmp_path, model.cfg.text, factory)
+    feats, mask = view_feature_table(descs, cache)
+    assert cache.computed == 3 and calls == [1]
+    assert mask.tolist() == [[True, True, False, False], [True, False, False, False], [False] * 4]
+    again = TextFeatureCache(tmp_path, model.cfg.text, factory)
+    feats2, _ = view_feature_table(descs, again)
+    assert again.computed == 0 and calls == [1] and torch.equal(feats, feats2)  # encoder never built
+    changed = TextFeatureCache(tmp_path, model.cfg.text, factory)
+    view_feature_table([{"intention": "happy", "style": "pixel art"}], changed)
+    assert changed.computed == 1 and changed.reused == 1  # only the changed text is encoded
+    official = model.cfg.replace(text={"masked_mean": False})
+    other = TextFeatureCache(tmp_path, official.text, factory)
+    assert other.dir != cache.dir
+    view_feature_table(descs, other)
+    assert other.computed == 3
+
+
+@pytest.mark.parametrize("fmt", ["ser30k", "metmeme", "folder", "jsonl"])
+def test_every_format_trains(tmp_path: Path, fmt: str) -> None:
+    root = tmp_path / "data"
+    if fmt == "ser30k":
+        data = DataConfig(format="ser30k", root=str(synthetic.write_ser30k(root, 10)))
+    elif fmt == "metmeme":
+        data = DataConfig(format="metmeme", root=str(synthetic.write_metmeme(root, 8)))
+    elif fmt == "folder":
+        synthetic.write_images(root, 8)
+        data = DataConfig(format="folder", root=str(root / "images"))
+    else:
+        data = DataConfig(format="manifest", root=str(synthetic.write_manifest(root, 8, fmt="jsonl")))
+    res = train(_cfg(tmp_path, data, epochs=1))
+    assert 0 <= res["test"]["accuracy"] <= 1
+
+
+def test_broken_items_stop_or_are_skipped_and_counted(tmp_path: Path) -> None:
+    manifest = synthetic.write_manifest(tmp_path / "data", n_per_class=10)
+    (tmp_path / "data" / "images" / "anger" / "anger_0.png").write_bytes(b"not an image")
+    with pytest.raises(Exception, match="anger_0.png"):
+        train(_cfg(tmp_path, DataConfig(format="manifest", root=str(manifest)), epochs=1))
+    cfg = _cfg(
+        tmp_path,
+        DataConfig(format="manifest", root=str(manifest), on_error="skip"),
+        epochs=1,
+        output=str(tmp_path / "skip"),
+    )
+    train(cfg)
+    skipped = json.loads((Path(cfg.output) / "skipped.json").read_text())
+    assert "anger_0.png" in json.dumps(skipped)
+
+
+def test_cli_train_with_overrides_and_evaluate(tmp_path: Path) -> None:
+    manifest = synthetic.write_manifest(tmp_path / "data", n_per_class=10)
+    cfg = _cfg(tmp_path, DataConfig(format="manifest", root=str(manifest)), epochs=1)
+    path = tmp_path / "train.yaml"
+    path.write_text(cfg.to_yaml())
+    assert main(["train", str(path), "--set", "epochs=2", "--set", f"output={tmp_path / 'cli'}"]) == 0
+    log = (tmp_path / "cli" / "log.csv").read_text().splitlines()
+    assert len(log) == 3
+    out = tmp_path / "eval"
+    rc = main(
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "cli" / "best"),
+            "--config",
+            str(path),
+            "--set",
+            f"output={tmp_path / 'cli'}",
+            "--out",
+            str(out),
+            "--bootstrap",
+            "20",
+        ]
+    )
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "views_absent" in json.dumps(metrics)
+
+
+def test_two_processes_under_torchrun_train_and_agree(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    manifest = synthetic.write_manifest(tmp_path / "data", n_per_class=10)
+    cfg = _cfg(tmp_path, DataConfig(format="manifest", root=str(manifest)), epochs=2, batch_size=6, view_dropout=0.2)
+    path = tmp_path / "ddp.yaml"
+    path.write_text(cfg.to_yaml())
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "mghft"]
+    proc = subprocess.run([*cmd, "train", str(path)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((Path(cfg.output) / "results.json").read_text())
+    assert results["world_size"] == 2
+    a, b = results["rank_checksums"]
+    assert a == b
+    assert 0 <= results["test"]["accuracy"] <= 1
