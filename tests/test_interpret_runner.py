@@ -221,3 +221,25 @@ def test_cli_dry_run_and_summary_json(tmp_path):
         assert len(server.requests) == 3
     summary = json.loads((tmp_path / "sum.json").read_text())
     assert summary["described"] == 3 and summary["requests"] == 3 and summary["prompt_tokens"] == 300
+
+
+def test_descriptions_commands_through_the_main_cli(tmp_path, capsys):
+    from mghft.cli import main as mghft_main
+
+    _images(tmp_path / "img", 4)
+    (tmp_path / "img" / "broken.png").write_bytes(b"nope")
+    store = str(tmp_path / "s.sqlite")
+    with LoopbackServer() as server:
+        args = ["interpret", str(tmp_path / "img"), "--store", store, "--backend", "compatible:m",
+                "--base-url", server.url, "--no-progress"]  # fmt: skip
+        assert mghft_main(args) == 1  # one image failed
+    capsys.readouterr()
+    assert mghft_main(["descriptions", "stats", "--store", store]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["descriptions"] == 4 and stats["failures"] == 1 and stats["runs"] == 1
+    assert stats["by_backend_model_prompt"] == {"openai-compatible/m/mv-1": 4}
+    assert stats["failures_by_error"] == {"unreadable image": 1}
+    out = str(tmp_path / "d.jsonl")
+    assert mghft_main(["descriptions", "export-jsonl", "--store", store, "--out", out]) == 0
+    assert mghft_main(["descriptions", "import-jsonl", "--store", str(tmp_path / "t.sqlite"), out]) == 0
+    assert "4 descriptions added; the store holds 4" in capsys.readouterr().out

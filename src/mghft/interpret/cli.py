@@ -226,7 +226,7 @@ def _cmd_interpret(args: argparse.Namespace) -> int:
         return 130
     if summary.fatal_error:
         return 2
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.unreadable else 0
 
 
 def _estimate(backend: Any, todo: int) -> dict[str, Any]:
