@@ -122,13 +122,16 @@ def _read_dataset(args: argparse.Namespace) -> Any:
 
     if args.root is None:
         raise SystemExit(f"--dataset {args.dataset} needs --root")
-    if args.dataset == "ser30k":
-        return data.read_ser30k(args.root, args.split)
-    if args.dataset == "metmeme":
-        return data.read_metmeme(args.root, args.language)
-    if args.dataset == "manifest":
-        return data.read_manifest(args.root)
-    return data.read_folder(args.root)
+    try:
+        if args.dataset == "ser30k":
+            return data.read_ser30k(args.root, args.split)
+        if args.dataset == "metmeme":
+            return data.read_metmeme(args.root, args.language)
+        if args.dataset == "manifest":
+            return data.read_manifest(args.root)
+        return data.read_folder(args.root)
+    except (OSError, ValueError) as err:  # missing files, format errors (they name file and line)
+        raise SystemExit(f"cannot read {args.dataset} dataset: {err}") from None
 
 
 def list_images(paths: Sequence[Path]) -> list[Path]:
@@ -184,6 +187,7 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _cmd_interpret(args: argparse.Namespace) -> int:
+    from mghft.interpret.clients import display_url
     from mghft.interpret.runner import WorkItem, items_from_index, parse_shard, plan_batch, run_batch
     from mghft.interpret.store import DescriptionStore
 
@@ -199,7 +203,8 @@ def _cmd_interpret(args: argparse.Namespace) -> int:
         items += items_from_index(_read_dataset(args))
     backend = _backend(args, offline_ok=True)
     config = {"inputs": [str(p) for p in args.paths], "dataset": args.dataset, "root": str(args.root or ""),
-              "split": args.split if args.dataset == "ser30k" else None, "base_urls": args.base_url}  # fmt: skip
+              "split": args.split if args.dataset == "ser30k" else None,
+              "base_urls": [display_url(u) for u in args.base_url]}  # fmt: skip
     with DescriptionStore(args.store) as store:
         if args.dry_run:
             plan = plan_batch(

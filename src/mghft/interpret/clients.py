@@ -18,6 +18,7 @@ import asyncio
 import email.utils
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -120,6 +121,13 @@ def parse_retry_after(headers: Any) -> float | None:
     return None
 
 
+def display_url(url: str | None) -> str:
+    """A base URL without any ``user:password@`` part, for messages (``openai`` for the default)."""
+    if not url:
+        return "openai"
+    return re.sub(r"//[^/@]*@", "//", url)
+
+
 def redact(text: str, secrets: Sequence[str]) -> str:
     """``text`` with every secret (of 4+ characters) replaced by ``***``."""
     for secret in secrets:
@@ -193,7 +201,7 @@ class ChatClient:
         self.endpoints = [Endpoint(base_url=url or "", structured=start_mode) for url in base_urls]
 
     def __repr__(self) -> str:  # never shows the key
-        urls = [e.base_url or "openai" for e in self.endpoints]
+        urls = [display_url(e.base_url) for e in self.endpoints]
         return f"ChatClient(model={self.model!r}, endpoints={urls})"
 
     # --- endpoints ------------------------------------------------------------------------------------------------
@@ -264,10 +272,12 @@ class ChatClient:
         if not self._auto_structured or endpoint.structured == "none":
             return False
         message = str(err).lower()
-        if not any(word in message for word in ("response_format", "json_schema", "schema", "json_object", "format")):
+        if not any(
+            word in message for word in ("response_format", "json_schema", "json_object", "structured", "guided")
+        ):
             return False
         following = STRUCTURED_MODES[STRUCTURED_MODES.index(endpoint.structured) + 1]
-        log.warning("%s rejected %s answers; using %s", endpoint.base_url or "openai", endpoint.structured, following)
+        log.warning("%s rejected %s answers; using %s", display_url(endpoint.base_url), endpoint.structured, following)
         endpoint.structured = following
         return True
 
@@ -311,7 +321,7 @@ class ChatClient:
                 status = err.status_code
                 message = redact(f"HTTP {status}: {err.message}", [self._api_key])
                 if status in _FATAL_STATUS:
-                    raise FatalBackendError(f"{endpoint.base_url or 'openai'}: {message}") from None
+                    raise FatalBackendError(f"{display_url(endpoint.base_url)}: {message}") from None
                 if status == 400 and self._downgrade(endpoint, err):
                     continue
                 if status not in _RETRY_STATUS and status < 500:
@@ -322,7 +332,7 @@ class ChatClient:
                 self._cool(endpoint, wait)
                 if transport_failures >= self.retry.max_attempts:
                     raise BackendError(f"{message} (after {transport_failures} attempts)") from None
-                log.debug("%s: %s; retry in %.2fs", endpoint.base_url, message, wait)
+                log.debug("%s: %s; retry in %.2fs", display_url(endpoint.base_url), message, wait)
                 continue
             except (openai.APITimeoutError, openai.APIConnectionError) as err:
                 transport_failures += 1
@@ -344,7 +354,7 @@ class ChatClient:
                 malformed += 1
                 if malformed >= self.retry.malformed_attempts:
                     raise BackendError(f"malformed answer: {err} (after {malformed} answers)") from None
-                log.debug("%s: malformed answer (%s); asking again", endpoint.base_url, err)
+                log.debug("%s: malformed answer (%s); asking again", display_url(endpoint.base_url), err)
 
 
 def _to_answer(response: Any, requested_model: str) -> ChatAnswer:
