@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from mghft.interpret.backends import Backend
@@ -57,7 +58,7 @@ class Interpreter:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._ensure_loop())
         try:
             return future.result(self.timeout)
-        except TimeoutError:
+        except FutureTimeout:  # the builtin TimeoutError only from Python 3.11
             future.cancel()
             raise
 
