@@ -180,3 +180,95 @@ def test_two_processes_under_torchrun_train_and_agree(tmp_path: Path) -> None:
     a, b = results["rank_checksums"]
     assert a == b
     assert 0 <= results["test"]["accuracy"] <= 1
+
+
+def test_text_only_baseline_learns_from_descriptions(tmp_path: Path) -> None:
+    manifest = synthetic.write_manifest(tmp_path / "data", n_per_class=20)
+    cfg = _cfg(
+        tmp_path,
+        DataConfig(format="manifest", root=str(manifest)),
+        epochs=6,
+        align_weight=0.0,
+        model_overrides={"arch": "text_only"},
+    )
+    assert train(cfg)["test"]["accuracy"] >= 0.8
+    model = mghft.load_model(Path(cfg.output) / "best", text_encoder=False)
+    assert model.cfg.arch == "text_only"
+
+
+def test_clip_baseline_trains_as_linear_probe(tmp_path: Path) -> None:
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    clip_dir = tmp_path / "tiny-clip"
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=64,
+        patch_size=16,
+        projection_dim=16,
+    )
+    CLIPVisionModelWithProjection(config).save_pretrained(clip_dir)
+    manifest = synthetic.write_manifest(tmp_path / "data", n_per_class=10)
+    cfg = _cfg(
+        tmp_path,
+        DataConfig(format="manifest", root=str(manifest)),
+        epochs=1,
+        align_weight=0.0,
+        model_overrides={"arch": "clip", "clip_model": str(clip_dir)},
+    )
+    tower_before = CLIPVisionModelWithProjection.from_pretrained(clip_dir).state_dict()
+    train(cfg)
+    model = mghft.load_model(Path(cfg.output) / "best", text_encoder=False)
+    assert model.checkpoint_meta["preprocess"]["mean"][0] == pytest.approx(0.48145466)
+    after = model.tower.state_dict()
+    assert all(torch.equal(tower_before[k], after[k]) for k in tower_before)  # frozen tower: a linear probe
+
+
+def test_fine_tuned_text_encoder_trains_on_token_ids(tmp_path: Path) -> None:
+    manifest = synthetic.write_manifest(tmp_path / "data", n_per_class=6)
+    cfg = _cfg(
+        tmp_path,
+        DataConfig(format="manifest", root=str(manifest), split_fractions=(0.5, 0.25, 0.25)),
+        epochs=1,
+        batch_size=6,
+        max_steps_per_epoch=2,
+        model_overrides={"text": {"trainable": True}},
+    )
+    before = mghft.create_model("mghft_tiny").text_encoder.model.state_dict()
+    train(cfg)
+    model = mghft.load_model(Path(cfg.output) / "last", text_encoder=False)
+    assert model.checkpoint_meta["text_encoder_included"] is True
+    after = model.text_encoder.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the encoder was trained
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("configs/**/*.yaml")))
+def test_every_shipped_config_loads_and_builds(path: Path) -> None:
+    cfg = TrainConfig.from_file(path)
+    assert cfg.output.startswith("runs/")
+    if cfg.model_overrides.get("arch") == "clip":
+        return  # needs CLIP weights from the hub
+    mghft.create_model(
+        cfg.model,
+        compat=cfg.compat,
+        text_encoder=False,
+        num_classes=7,
+        image_size=cfg.image_size,
+        **cfg.model_overrides,
+    )
+
+
+def test_config_base_chain_and_overrides(tmp_path: Path) -> None:
+    from mghft.config import ConfigError
+
+    (tmp_path / "a.yaml").write_text("epochs: 7\ndata:\n  format: folder\n  root: x\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\ndata:\n  root: y\n")
+    cfg = TrainConfig.from_file(tmp_path / "b.yaml", ["batch_size=3", "data.split_seed=5"])
+    assert (cfg.epochs, cfg.batch_size, cfg.data.format, cfg.data.root, cfg.data.split_seed) == (7, 3, "folder", "y", 5)
+    (tmp_path / "c.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        TrainConfig.from_file(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match="b.yaml: epoch: unknown field"):
+        TrainConfig.from_file(tmp_path / "b.yaml", ["epoch=3"])

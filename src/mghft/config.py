@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 COMPAT_MODES = ("none", "official")
+ARCHS = ("mghft", "text_only", "clip")
 BackboneArch = Literal["pvt_v1", "pvt_v2"]
 
 T = TypeVar("T")
@@ -114,6 +115,9 @@ class FusionConfig:
     """Add each stage's projected view feature to its local tokens (off: the "no local injection" ablation)."""
     attention: Literal["tgfa", "self"] = "tgfa"
     """``tgfa``: text-guided fusion attention; ``self``: plain self-attention over the visual sequence."""
+    rollout: Literal["row", "full"] = "row"
+    """``row``: push the CLS row through the attention maps; ``full``: form the full products as the public code
+    does (same tokens, far more compute and memory; kept for benchmarks and checks)."""
     stale_stage4_text: bool = False
     """Public-code defect: the stage-4 local text token repeats stage 3's."""
 
@@ -140,10 +144,19 @@ class ModelConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     num_views: int = 4
     compat: str = "none"
-    """``official`` reproduces the public code's defects (see ``mghft.compat``); ``none`` is correct."""
+    """``official`` reproduces the public code's defects; ``none`` is correct."""
+    arch: str = "mghft"
+    """``mghft``; or a baseline trained by the same loop: ``text_only`` (an MLP over the view features) or
+    ``clip`` (a CLIP image tower from ``clip_model`` with a linear head)."""
+    clip_model: str | None = None
+    """Hugging Face id or folder of a CLIP model (``arch: clip``)."""
+    clip_finetune: bool = False
+    """``arch: clip``: train the image tower too (``False``: a linear probe on frozen features)."""
 
     def __post_init__(self) -> None:
         _check(self.num_classes >= 1, "num_classes", "must be >= 1")
+        _check(self.arch in ARCHS, "arch", f"must be one of {ARCHS}, got {self.arch!r}")
+        _check(self.arch != "clip" or bool(self.clip_model), "clip_model", "arch 'clip' needs a CLIP model id")
         _check(self.num_views == 4, "num_views", "MGHFT injects one view per stage: 4")
         _check(self.compat in COMPAT_MODES, "compat", f"must be one of {COMPAT_MODES}, got {self.compat!r}")
         strides = self.vision.stage_strides()

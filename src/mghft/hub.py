@@ -165,7 +165,7 @@ def save_checkpoint(
             "mghft_format": CHECKPOINT_FORMAT,
             "model": cfg.to_dict(),
             "class_names": list(class_names),
-            "preprocess": dict(preprocess or default_preprocess(cfg.image_size)),
+            "preprocess": dict(preprocess or default_preprocess(cfg.image_size, cfg.arch)),
             "text_encoder_included": any(k.startswith("text_encoder.") for k in sd),
             "metrics": dict(metrics or {}),
             **dict(extra or {}),
@@ -186,10 +186,14 @@ def save_checkpoint(
     return folder
 
 
-def default_preprocess(image_size: int) -> dict[str, Any]:
-    """Eval preprocessing of the public code: resize the short side to size/0.875, centre crop, ImageNet norm."""
+def default_preprocess(image_size: int, arch: str = "mghft") -> dict[str, Any]:
+    """Eval preprocessing: resize the short side to size/0.875, centre crop, ImageNet (CLIP's for CLIP) norm."""
     from mghft.data.transforms import Preprocess
 
+    if arch == "clip":
+        from mghft.models.baselines import CLIP_MEAN, CLIP_STD
+
+        return Preprocess(size=image_size, mean=CLIP_MEAN, std=CLIP_STD).to_dict()
     return Preprocess(size=image_size).to_dict()
 
 

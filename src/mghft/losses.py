@@ -88,7 +88,7 @@ class MGHFTObjective(nn.Module):
         ce = self.ce(outputs["logits"].float(), targets)
         loss = ce
         align = ce.new_zeros(())
-        if self.align_weight:
+        if self.align_weight and "stage_global" in outputs:
             # Recomputed from the stage features (cheap: 4 x B x B) so this objective's settings always apply.
             align = self.alignment(outputs["stage_global"], outputs["stage_text"], outputs.get("view_mask"))
             loss = loss + self.align_weight * align

@@ -60,6 +60,20 @@ def load_backbone_weights(backbone: Backbone, state_dict: dict[str, Tensor]) -> 
     backbone.load_state_dict(state_dict, strict=False)
 
 
+def build_model(cfg: ModelConfig, text_encoder: bool = True, offline: bool | None = None) -> nn.Module:
+    """The module for ``cfg.arch`` with fresh weights (a text encoder only for MGHFT, when asked)."""
+    if cfg.arch == "text_only":
+        from mghft.models.baselines import TextOnlyClassifier
+
+        return TextOnlyClassifier(cfg)
+    if cfg.arch == "clip":
+        from mghft.models.baselines import ClipClassifier
+
+        return ClipClassifier(cfg, offline)
+    encoder = TextEncoder.from_config(cfg.text, offline) if text_encoder and cfg.text.encoder else None
+    return MGHFT(cfg, encoder)
+
+
 def create_model(
     name: str | ModelConfig,
     pretrained: bool | str | Path = False,
@@ -100,8 +114,9 @@ def create_model(
     if changes:
         cfg = cfg.replace(**changes)
     cfg = apply_compat(cfg, compat)
-    encoder = TextEncoder.from_config(cfg.text, offline) if text_encoder and cfg.text.encoder else None
-    model = MGHFT(cfg, encoder)
+    model = build_model(cfg, text_encoder, offline)
+    if (pretrained or backbone_weights) and cfg.arch != "mghft":
+        raise ValueError(f"pretrained backbone weights apply to MGHFT models, not to the {cfg.arch!r} baseline")
     if pretrained or backbone_weights:
         vname = cfg.vision.name
         if backbone_weights is None and (vname is None or vname not in BACKBONE_WEIGHTS):
@@ -131,9 +146,7 @@ def load_model(
         warnings.warn(f"checkpoint was trained with compat={cfg.compat!r}; using {compat!r}", stacklevel=2)
         cfg = apply_compat(cfg, compat)
     has_encoder_weights = bool(meta.get("text_encoder_included"))
-    build_encoder = (text_encoder or has_encoder_weights) and cfg.text.encoder
-    encoder = TextEncoder.from_config(cfg.text, offline) if build_encoder else None
-    model = MGHFT(cfg, encoder)
+    model = build_model(cfg, bool(text_encoder or has_encoder_weights), offline)
     sd = load_state_dict_file(Path(folder) / WEIGHTS_NAME)
     own = model.state_dict()
     missing = [k for k in own if k not in sd and not (k.startswith("text_encoder.") and not has_encoder_weights)]

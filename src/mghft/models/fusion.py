@@ -52,14 +52,16 @@ def full_rollout_scores(maps: list[Tensor], last: bool) -> Tensor:
     return r[..., 0, 1:]
 
 
-def select_local_tokens(maps: list[Tensor], k: int, last: bool, n_cls: int = 1) -> Tensor:
+def select_local_tokens(maps: list[Tensor], k: int, last: bool, n_cls: int = 1, full: bool = False) -> Tensor:
     """Indices of the top-``k`` patches per head, as token positions (CLS offset added): (B, heads * k).
 
-    Duplicates across heads are kept. The rollout runs without gradient in at least float32.
+    Duplicates across heads are kept. The rollout runs without gradient in at least float32; ``full`` forms the
+    whole products (the public code's way) instead of the CLS row.
     """
     with torch.no_grad():
         dtype = torch.promote_types(maps[0].dtype, torch.float32)
-        scores = cls_rollout_scores([m.detach().to(dtype) for m in maps], last)  # (B, h, N)
+        rollout = full_rollout_scores if full else cls_rollout_scores
+        scores = rollout([m.detach().to(dtype) for m in maps], last)  # (B, h, N)
         if k > scores.shape[-1]:
             raise ValueError(f"cannot pick {k} local tokens per head from {scores.shape[-1]} candidates")
         idx = scores.topk(k, dim=-1).indices + n_cls  # (B, h, k)

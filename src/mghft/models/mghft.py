@@ -121,7 +121,8 @@ class MGHFT(nn.Module):
             cls = st.tokens[:, 0]  # (B, C_i)
             t_local = self.cross_proj[i](t[:, i])  # (B, C_i)
             if cfg.fusion.local_stages[i]:
-                idx = select_local_tokens(st.attn, k[i], last=i == 3, n_cls=st.n_cls)  # (B, heads * k_i)
+                full = cfg.fusion.rollout == "full"
+                idx = select_local_tokens(st.attn, k[i], i == 3, st.n_cls, full)  # (B, heads * k_i)
                 parts = gather_tokens(st.tokens, idx)  # (B, K_i, C_i)
                 if cfg.fusion.local_text_injection:
                     parts = parts + t_local.unsqueeze(1)

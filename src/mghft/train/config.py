@@ -140,12 +140,37 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-        """Read a YAML config and apply ``key.sub=value`` overrides (values parsed as YAML)."""
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        """Read a YAML config and apply ``key.sub=value`` overrides (values parsed as YAML).
+
+        A config may start from another one: ``base: ../mghft.yaml`` (relative to its own folder); its fields
+        are merged over the base's, nested mappings key by key.
+        """
+        data = load_yaml_with_base(Path(path))
         try:
             return cls.from_dict(apply_overrides(data, overrides or []))
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
+
+
+def load_yaml_with_base(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML mapping with its ``base:`` chain merged in (a cycle is an error)."""
+    path = path.resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return _merge(load_yaml_with_base(path.parent / base, (*_seen, path)), data)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

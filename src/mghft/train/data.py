@@ -104,6 +104,7 @@ class StickerDataset(Dataset):
         transform: object,
         features: Tensor,
         view_mask: Tensor,
+        texts: list[list[str]] | None = None,
         train: bool = False,
         seed: int = 0,
     ) -> None:
@@ -111,6 +112,7 @@ class StickerDataset(Dataset):
         self.transform = transform
         self.features = features
         self.view_mask = view_mask
+        self.texts = texts
         self.train = train
         self.seed = seed
         self.epoch = 0
@@ -126,13 +128,16 @@ class StickerDataset(Dataset):
         img = load_image(s.path)
         if self.train and hasattr(self.transform, "reseed"):
             self.transform.reseed(_sample_seed(self.seed, self.epoch, i))
-        return {
+        item = {
             "image": self.transform(img),
             "label": -1 if s.label is None else s.label,
             "text_features": self.features[i],
             "view_mask": self.view_mask[i],
             "index": i,
         }
+        if self.texts is not None:
+            item["texts"] = tuple(self.texts[i])  # for a fine-tuned text encoder
+        return item
 
 
 class RepeatAugSampler(Sampler[int]):

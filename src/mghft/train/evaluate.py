@@ -11,12 +11,10 @@ from torch.utils.data import DataLoader
 from mghft.data import Preprocess
 from mghft.data.ser30k import SER30K_CLASSES
 from mghft.evaluate import bootstrap_ci, compute_metrics, write_report
-from mghft.features import TextFeatureCache, view_feature_table
-from mghft.hub import cache_dir
 from mghft.models.factory import load_model
 from mghft.train.config import TrainConfig
-from mghft.train.data import StickerDataset, attach_descriptions, load_splits
-from mghft.train.loop import predict_loader, setup_distributed
+from mghft.train.data import StickerDataset, load_splits
+from mghft.train.loop import predict_loader, setup_distributed, split_text_inputs
 
 
 def evaluate_checkpoint(
@@ -36,11 +34,10 @@ def evaluate_checkpoint(
     part = load_splits(cfg.data, Path(cfg.output))[split]  # the run's split file, not a new one
     if part.classes != classes:
         raise ValueError(f"the checkpoint's classes {classes} differ from the dataset's {part.classes}")
-    root = Path(cfg.feature_cache) if cfg.feature_cache else cache_dir() / "text-features"
-    cache = TextFeatureCache(root, model.cfg.text)
-    feats, mask = view_feature_table(attach_descriptions(part, cfg.data.descriptions), cache)
+    feats = split_text_inputs(cfg, model, {split: part}, info)[split]
+    mask = feats[1]
     pre = Preprocess.from_dict(model.checkpoint_meta["preprocess"])
-    ds = StickerDataset(part, pre.transform(), feats, mask)
+    ds = StickerDataset(part, pre.transform(), *feats)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=cfg.workers, shuffle=False)
     y, pred, probs = predict_loader(model, loader, info, cfg.amp)
     metrics = compute_metrics(y, pred, classes, probs)

@@ -28,10 +28,10 @@ from mghft.data import DatasetIndex, Preprocess, build_transform
 from mghft.data.ser30k import SER30K_CLASSES
 from mghft.evaluate import bootstrap_ci, compute_metrics, write_report
 from mghft.features import TextFeatureCache, view_feature_table
-from mghft.hub import cache_dir, save_checkpoint
+from mghft.hub import cache_dir, default_preprocess, save_checkpoint
 from mghft.losses import MGHFTObjective, StageAlignmentLoss
 from mghft.models.factory import create_model, load_model
-from mghft.models.mghft import MGHFT
+from mghft.models.text import view_texts
 from mghft.train.config import TrainConfig
 from mghft.train.data import RepeatAugSampler, StickerDataset, attach_descriptions, drop_views, load_splits
 from mghft.views import VIEWS
@@ -102,13 +102,23 @@ def _autocast(device: torch.device, amp: str) -> tuple[contextlib.AbstractContex
     return torch.autocast(device.type, dtype=dtype), amp == "fp16"
 
 
-def _features(
-    cfg: TrainConfig, model: MGHFT, parts: dict[str, DatasetIndex], info: DistInfo
+def split_text_inputs(
+    cfg: TrainConfig, model: nn.Module, parts: dict[str, DatasetIndex], info: DistInfo
 ) -> dict[str, tuple[Tensor, Tensor]]:
-    """Per-view features and masks per split, from the on-disk cache (computed once, on the main process)."""
+    """Per-view features and masks per split, from the on-disk cache (computed once, on the main process).
+
+    With a fine-tuned encoder the features are placeholders: the view texts travel with the samples instead.
+    """
     root = Path(cfg.feature_cache) if cfg.feature_cache else cache_dir() / "text-features"
     out = {}
     descriptions = {name: attach_descriptions(part, cfg.data.descriptions) for name, part in parts.items()}
+    if getattr(model, "text_encoder", None) is not None:
+        out = {}
+        for name, descs in descriptions.items():
+            texts = [view_texts(d, model.cfg.text.identical_views) for d in descs]
+            mask = torch.tensor([[t is not None for t in row] for row in texts], dtype=torch.bool).reshape(-1, 4)
+            out[name] = (torch.zeros(len(texts), 4, 1), mask, [[t or "" for t in row] for row in texts])
+        return out
     if not any(d for ds in descriptions.values() for d in ds):
         return {
             n: (torch.zeros(len(p), 4, model.cfg.text.dim), torch.zeros(len(p), 4, dtype=torch.bool))
@@ -141,6 +151,20 @@ def _loader(ds: StickerDataset, cfg: TrainConfig, info: DistInfo, train: bool) -
     )
 
 
+def model_inputs(model: nn.Module, batch: dict[str, Any], device: torch.device) -> dict[str, Tensor]:
+    """Text inputs of a batch: cached features, or token ids when the model fine-tunes its text encoder."""
+    encoder = getattr(getattr(model, "module", model), "text_encoder", None)
+    if encoder is None or "texts" not in batch:
+        return {"text_features": batch["text_features"].to(device)}
+    per_view = batch["texts"]  # 4 sequences of B strings (collated)
+    B = len(per_view[0])
+    tok = encoder.tokenize([per_view[v][b] for b in range(B) for v in range(4)])
+    return {
+        "input_ids": tok["input_ids"].reshape(B, 4, -1).to(device),
+        "attention_mask": tok["attention_mask"].reshape(B, 4, -1).to(device),
+    }
+
+
 @torch.no_grad()
 def predict_loader(
     model: nn.Module, loader: DataLoader, info: DistInfo, amp: str = "off", views_absent: bool = False
@@ -156,9 +180,9 @@ def predict_loader(
         with ctx:
             out = model(
                 batch["image"].to(info.device, non_blocking=True),
-                text_features=batch["text_features"].to(info.device),
                 view_mask=mask,
                 compute_align_loss=False,
+                **model_inputs(model, batch, info.device),
             )
         probs.append(torch.softmax(out["logits"].float(), -1).cpu())
         idx.append(batch["index"])
@@ -185,6 +209,30 @@ def _metric(m: dict[str, Any], name: str) -> float:
     return float(m[name]) if name in m else float(m["macro"]["f1"] if name == "macro_f1" else m["weighted"]["f1"])
 
 
+def _build_model(cfg: TrainConfig, classes: tuple[str, ...]) -> nn.Module:
+    """The variant with ImageNet backbone weights, or a checkpoint folder to start from (``pretrained: <path>``).
+
+    A text encoder is built only when it is fine-tuned (``model_overrides.text.trainable``); a frozen one is
+    replaced by its cached features.
+    """
+    trainable_text = bool(cfg.model_overrides.get("text", {}).get("trainable"))
+    if isinstance(cfg.pretrained, str) and cfg.pretrained != "imagenet":
+        model = load_model(cfg.pretrained, text_encoder=trainable_text)
+        if tuple(model.checkpoint_meta["class_names"]) != tuple(classes):
+            raise ValueError(f"{cfg.pretrained} has classes {model.checkpoint_meta['class_names']}, not {classes}")
+        return model
+    return create_model(
+        cfg.model,
+        pretrained=cfg.pretrained,
+        compat=cfg.compat,
+        num_classes=len(classes),
+        image_size=cfg.image_size,
+        text_encoder=trainable_text,
+        weights_dir=cfg.weights_dir,
+        **cfg.model_overrides,
+    )
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     """Train, select on ``cfg.select_on``, evaluate the selected model once on test; returns the results."""
     info = setup_distributed()
@@ -202,28 +250,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     parts = load_splits(cfg.data, out, log=info.main)
     classes = parts["train"].classes
 
-    trainable_text = bool(cfg.model_overrides.get("text", {}).get("trainable"))
-    if trainable_text:
-        raise NotImplementedError("fine-tuning the text encoder needs token ids; this loop trains on cached features")
-    model = (
-        create_model(
-            cfg.model,
-            pretrained=cfg.pretrained,
-            compat=cfg.compat,
-            num_classes=len(classes),
-            image_size=cfg.image_size,
-            text_encoder=False,
-            weights_dir=cfg.weights_dir,
-            **cfg.model_overrides,
-        )
-        if not (isinstance(cfg.pretrained, str) and cfg.pretrained not in ("imagenet",))
-        else load_model(cfg.pretrained, text_encoder=False)
-    )
+    model = _build_model(cfg, classes)
     mcfg = model.cfg
-    feats = _features(cfg, model, parts, info)
+    feats = split_text_inputs(cfg, model, parts, info)
     size = mcfg.image_size
-    train_tf = build_transform(True, size, rand_augment=cfg.rand_augment, seed=cfg.seed)
-    eval_tf = Preprocess(size=size).transform()
+    pre = Preprocess.from_dict(default_preprocess(size, mcfg.arch))
+    train_tf = build_transform(True, size, rand_augment=cfg.rand_augment, seed=cfg.seed, mean=pre.mean, std=pre.std)
+    eval_tf = pre.transform()
     datasets = {
         name: StickerDataset(
             part, train_tf if name == "train" else eval_tf, *feats[name], train=name == "train", seed=cfg.seed
@@ -253,7 +286,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         net = nn.parallel.DistributedDataParallel(
             model,
             device_ids=[info.device.index] if info.device.type == "cuda" else None,
-            find_unused_parameters=mcfg.fusion.attention != "tgfa" or not any(keep),
+            find_unused_parameters=mcfg.arch != "mghft" or mcfg.fusion.attention != "tgfa" or not any(keep),
         )
     if cfg.compile:
         net = torch.compile(net)
@@ -299,9 +332,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             with no_sync, ctx:
                 outputs = net(
                     images,
-                    text_features=batch["text_features"].to(info.device),
                     view_mask=mask.to(info.device),
                     compute_align_loss=False,
+                    **model_inputs(net, batch, info.device),
                 )
                 losses = objective(outputs, labels)
             if not torch.isfinite(losses["loss"]):
@@ -444,7 +477,7 @@ def _log(out: Path, row: dict[str, Any], writer: Any) -> None:
 
 def _save_last(
     folder: Path,
-    model: MGHFT,
+    model: nn.Module,
     classes: tuple[str, ...],
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
@@ -469,7 +502,7 @@ def _save_last(
 
 
 def _restore(
-    folder: Path, model: MGHFT, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
 ) -> dict[str, Any]:
     from mghft.hub import WEIGHTS_NAME, load_state_dict_file
 
