@@ -14,6 +14,7 @@ from mghft.models.factory import count_parameters, create_model, load_backbone_w
 from mghft.models.mghft import MGHFT
 from mghft.models.official import convert_official
 from mghft.registry import SER30K_CLASSES, list_models, register_model
+from mghft.serve.predictor import load_predictor
 from mghft.views import VIEWS
 
 __version__ = "0.1.0"
@@ -35,6 +36,7 @@ __all__ = [
     "load_backbone_weights",
     "load_model",
     "load_official",
+    "load_predictor",
     "register_model",
     "save_checkpoint",
 ]
