@@ -1,8 +1,8 @@
 """Training-step throughput and peak memory: this project's way against the public code's way, same model.
 
 - ours:   per-view text features read from the cache (no text encoder in the step), CLS-row rollout;
-- public: a BERT-base-sized encoder run on 4 views x 512 padded tokens at every step (with autograd on, then
-          detached, as the public code does), and the full rollout products.
+- public: a BERT-base-sized encoder run at every step on each of the 4 views (512 padded tokens, one call per
+          view, autograd on and then detached, as the public code does), and the full rollout products.
 Both train the same vision + fusion model (``mghft_pvt_small`` by default) with the same batch and image size.
 Each measurement runs in its own process; memory is the peak resident size minus the size before the first
 step. A BERT-base-sized encoder with random weights stands in for bert-base-uncased (same compute).
@@ -70,10 +70,14 @@ def _measure(args: argparse.Namespace, way: str) -> dict:
     def step() -> None:
         with ctx:
             if encoder is not None:
-                with torch.enable_grad():
-                    out = encoder.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-                    h = torch.stack(out.hidden_states[-4:]).mean(0).mean(1)  # mean over padding too
-                text = h.detach().reshape(B, V, -1)
+                per_view = []
+                for v in range(V):  # one encoder call per view, as the public code loops over views
+                    with torch.enable_grad():
+                        rows = slice(v * B, (v + 1) * B)
+                        out = encoder.model(input_ids=ids[rows], attention_mask=mask[rows], output_hidden_states=True)
+                        h = torch.stack(out.hidden_states[-4:]).mean(0).mean(1)  # mean over padding too
+                    per_view.append(h.detach())
+                text = torch.stack(per_view, dim=1)  # (B, V, 768)
             else:
                 text = feats
             loss = objective(model(images, text_features=text), labels)["loss"]
