@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-_COMMAND_MODULES: tuple[str, ...] = ("mghft.models.cli", "mghft.interpret.cli", "mghft.train.cli")
+_COMMAND_MODULES: tuple[str, ...] = ("mghft.models.cli", "mghft.interpret.cli", "mghft.train.cli", "mghft.serve.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
