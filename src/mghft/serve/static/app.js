@@ -1,0 +1,159 @@
+// The sticker page: upload one image to /v1/predict and show the emotion, the probabilities, the view texts and
+// the heatmap of the patches Local Re-Attention picked, drawn over the sticker.
+"use strict";
+
+const TITLES = { intention: "Intention", style: "Style", main_role: "Main role", posture_expression: "Posture and expression" };
+const $ = (id) => document.getElementById(id);
+let current = null; // { image: HTMLImageElement, prediction }
+
+function setStatus(text, isError) {
+  const s = $("status");
+  s.textContent = text;
+  s.className = isError ? "error" : "";
+}
+
+async function loadModelInfo() {
+  try {
+    const r = await fetch("/v1/model");
+    const info = await r.json();
+    $("model-name").textContent = `model ${info.name} · ${info.classes.length} classes` +
+      (info.interpreter ? ` · interpreter ${info.interpreter}` : " · no interpreter");
+    $("key-row").hidden = !(info.limits && info.limits.api_key_required);
+  } catch (e) {
+    $("model-name").textContent = "model info unavailable";
+  }
+}
+
+function descriptions() {
+  const views = {};
+  for (const t of document.querySelectorAll("#describe textarea")) {
+    if (t.value.trim()) views[t.dataset.view] = t.value.trim();
+  }
+  return Object.keys(views).length ? views : null;
+}
+
+function readImage(file) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error("the browser cannot display this file"));
+    img.src = URL.createObjectURL(file);
+  });
+}
+
+async function predict(file) {
+  setStatus(`Reading ${file.name} …`, false);
+  const form = new FormData();
+  form.append("files", file, file.name);
+  const d = descriptions();
+  if (d) form.append("descriptions", JSON.stringify([d]));
+  const headers = {};
+  const key = $("api-key").value;
+  if (key) headers["X-API-Key"] = key;
+  let response;
+  try {
+    response = await fetch("/v1/predict", { method: "POST", body: form, headers });
+  } catch (e) {
+    setStatus(`The service cannot be reached: ${e.message}`, true);
+    return;
+  }
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || body);
+    setStatus(`Error ${response.status}: ${detail}`, true);
+    if (response.status === 401) $("key-row").hidden = false;
+    return;
+  }
+  const prediction = body.predictions[0];
+  let image = null;
+  try { image = await readImage(file); } catch (e) { /* shown without the picture */ }
+  current = { image, prediction };
+  render();
+  setStatus(`${file.name}: done`, false);
+}
+
+function render() {
+  const { prediction: p } = current;
+  $("result").hidden = false;
+  $("label").textContent = p.label;
+  $("confidence").textContent = `${(100 * p.confidence).toFixed(1)}%`;
+  const probs = $("probs");
+  probs.replaceChildren();
+  const entries = Object.entries(p.probabilities).sort((a, b) => b[1] - a[1]);
+  for (const [name, value] of entries) {
+    const li = document.createElement("li");
+    li.dataset.class = name;
+    if (name === p.label) li.className = "top";
+    li.innerHTML = `<span class="name"></span><span class="track"><span class="fill"></span></span><span class="pct"></span>`;
+    li.querySelector(".name").textContent = name;
+    li.querySelector(".fill").style.width = `${(100 * value).toFixed(1)}%`;
+    li.querySelector(".pct").textContent = `${(100 * value).toFixed(1)}%`;
+    probs.appendChild(li);
+  }
+  const sources = { given: "(written by you)", interpreter: "(from the interpreter)", absent: "(none: image alone)" };
+  $("view-source").textContent = sources[p.view_source] || "";
+  const views = $("views");
+  views.replaceChildren();
+  const weights = (p.explanation && p.explanation.view_weights) || {};
+  for (const view of Object.keys(TITLES)) {
+    const li = document.createElement("li");
+    li.dataset.view = view;
+    const text = p.views[view];
+    const w = weights[view];
+    li.innerHTML = `<div class="head"><span></span><span class="weight"></span></div><div></div>`;
+    li.querySelector(".head span").textContent = TITLES[view];
+    li.querySelector(".weight").textContent = w === undefined ? "" : `fusion weight ${(100 * w).toFixed(1)}%`;
+    const body = li.lastChild;
+    body.className = text ? "text" : "absent";
+    body.textContent = text ? text.replace(/^The sticker's [^:]*:\s*/, "") : "absent";
+    views.appendChild(li);
+  }
+  draw();
+}
+
+function draw() {
+  const canvas = $("view");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  if (!current || !current.image) return;
+  const { image, prediction: p } = current;
+  const [w, h] = p.size;
+  const scale = Math.min(canvas.width / w, canvas.height / h);
+  const dx = (canvas.width - w * scale) / 2, dy = (canvas.height - h * scale) / 2;
+  ctx.drawImage(image, dx, dy, w * scale, h * scale);
+  if (!$("show-heat").checked || !p.explanation) return;
+  const heat = p.explanation.heatmap;
+  const rows = heat.length, cols = heat[0].length;
+  const cells = document.createElement("canvas");
+  cells.width = cols; cells.height = rows;
+  const cctx = cells.getContext("2d");
+  const data = cctx.createImageData(cols, rows);
+  for (let y = 0; y < rows; y++) {
+    for (let x = 0; x < cols; x++) {
+      const v = Math.max(0, Math.min(1, heat[y][x]));
+      const k = 4 * (y * cols + x);
+      data.data[k] = 255; data.data[k + 1] = Math.round(80 * (1 - v)); data.data[k + 2] = 0;
+      data.data[k + 3] = Math.round(255 * 0.55 * v);
+    }
+  }
+  cctx.putImageData(data, 0, 0);
+  const [l, t, r, b] = p.explanation.crop_box;
+  ctx.imageSmoothingEnabled = true;
+  ctx.drawImage(cells, dx + l * scale, dy + t * scale, (r - l) * scale, (b - t) * scale);
+}
+
+function setup() {
+  const drop = $("drop");
+  $("file").addEventListener("change", (e) => { if (e.target.files.length) predict(e.target.files[0]); });
+  for (const ev of ["dragenter", "dragover"]) {
+    drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
+  }
+  for (const ev of ["dragleave", "drop"]) {
+    drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.remove("over"); });
+  }
+  drop.addEventListener("drop", (e) => { if (e.dataTransfer.files.length) predict(e.dataTransfer.files[0]); });
+  $("show-heat").addEventListener("change", draw);
+  loadModelInfo();
+}
+
+setup();
