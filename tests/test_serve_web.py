@@ -1,0 +1,106 @@
+"""The web page in a real headless Chromium (the distribution's package): upload a sticker, read the emotion."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mghft.serve.app import BackgroundServer, ServeSettings, create_app
+from mghft.serve.predictor import Predictor, load_predictor
+from tests.test_serve_api import CLASSES, make_checkpoint, sticker
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# On CI the browser test must run: a missing Chromium is a failure there, not a skip.
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"), reason="chromium is not installed (apt-get install chromium)"
+)
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
+    return load_predictor(make_checkpoint(tmp_path_factory.mktemp("serve-web") / "tiny"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def server(predictor: Predictor) -> Iterator[BackgroundServer]:
+    with BackgroundServer(create_app(predictor, ServeSettings(max_pixels=1000 * 1000))) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def page(server: BackgroundServer) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM is not None, "chromium is not installed: .ci/run installs it (apt-get install chromium)"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page.set_default_timeout(30_000)
+            page.goto(server.url + "/")
+            yield page
+        finally:
+            browser.close()
+
+
+def test_upload_shows_emotion_bars_views_and_heatmap(page: object, predictor: Predictor, tmp_path: Path) -> None:
+    path = tmp_path / "laughing.png"
+    sticker(11, (160, 140)).save(path)
+    want = predictor.predict([path])[0]
+    page.set_input_files("#file", str(path))
+    page.wait_for_function("document.getElementById('label').textContent.length > 0")
+    assert page.text_content("#label") == want.label
+    assert page.text_content("#confidence") == f"{100 * want.confidence:.1f}%"
+    bars = page.eval_on_selector_all("#probs li", "els => els.map(e => e.dataset.class)")
+    assert sorted(bars) == sorted(CLASSES) and bars[0] == want.label
+    views = page.eval_on_selector_all("#views li", "els => els.map(e => e.lastChild.textContent)")
+    assert views == ["absent"] * 4
+    # the heatmap is drawn: reddish, half-transparent pixels over the sticker inside the crop
+    with_heat = page.evaluate(_CANVAS_SUM)
+    page.click("#show-heat")
+    without = page.evaluate(_CANVAS_SUM)
+    assert with_heat["red"] > without["red"] and without["alpha"] > 0
+    page.click("#show-heat")
+
+
+def test_written_views_and_errors_reach_the_page(page: object, predictor: Predictor, tmp_path: Path) -> None:
+    path = tmp_path / "typed.png"
+    sticker(12).save(path)
+    page.click("#describe summary")
+    page.fill("textarea[data-view='style']", "flat cartoon, pastel colours")
+    page.evaluate("document.getElementById('label').textContent = ''")
+    page.set_input_files("#file", str(path))
+    page.wait_for_function("document.getElementById('label').textContent.length > 0")
+    want = predictor.predict([path], [{"style": "flat cartoon, pastel colours"}])[0]
+    assert page.text_content("#label") == want.label
+    assert page.text_content("#views li[data-view='style']").endswith("flat cartoon, pastel colours")
+    assert "written by you" in page.text_content("#view-source")
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture", encoding="utf-8")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_function("document.getElementById('status').className === 'error'")
+    assert "Error 422" in page.text_content("#status") and "notes.png" in page.text_content("#status")
+
+
+_CANVAS_SUM = """() => {
+  const c = document.getElementById('view');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let red = 0, alpha = 0;
+  for (let i = 0; i < d.length; i += 4) { red += d[i] - d[i + 2]; alpha += d[i + 3]; }
+  return { red, alpha };
+}"""
