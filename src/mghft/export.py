@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -115,9 +116,10 @@ def export_model(
         if fmt == "onnx":
             _export_onnx(wrapper, inputs, path, meta, opset)
         else:
-            with torch.no_grad():
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # tracer notes on shape checks; TorchScript's deprecation notice
                 traced = torch.jit.trace(wrapper, inputs, check_trace=False)
-            torch.jit.save(traced, str(path), _extra_files={"mghft.json": json.dumps(meta)})
+                torch.jit.save(traced, str(path), _extra_files={"mghft.json": json.dumps(meta)})
     finally:
         model.text_encoder = text_encoder
         model.train(was_training)
@@ -125,8 +127,6 @@ def export_model(
 
 
 def _export_onnx(wrapper: nn.Module, inputs: tuple[Tensor, ...], path: Path, meta: dict[str, Any], opset: int) -> None:
-    import warnings
-
     import onnx
 
     names = meta["outputs"]
@@ -166,7 +166,9 @@ class ExportedModel:
             self.module = None
         else:
             files = {"mghft.json": ""}
-            self.module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=files)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=files)
             self.session = None
             raw = files["mghft.json"] or "{}"
         self.metadata: dict[str, Any] = json.loads(raw)
