@@ -6,37 +6,52 @@ Front door::
     model = mghft.create_model("mghft_pvt_small", pretrained="imagenet")
     out = model(images, text_features=features)        # features: (B, 4, 768)
     out["logits"], out["align_loss"]
+
+    predictor = mghft.load_predictor("runs/ser30k/mghft/best")
+    predictor.predict(["sticker.png"])
+
+Names are imported on first use, so ``import mghft`` (and every ``mghft`` command) starts without loading torch.
 """
 
-from mghft.config import ConfigError, FusionConfig, ModelConfig, TextConfig, VisionConfig
-from mghft.hub import WeightsNotFoundError, save_checkpoint
-from mghft.models.factory import count_parameters, create_model, load_backbone_weights, load_model, load_official
-from mghft.models.mghft import MGHFT
-from mghft.models.official import convert_official
-from mghft.registry import SER30K_CLASSES, list_models, register_model
-from mghft.serve.predictor import load_predictor
-from mghft.views import VIEWS
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "MGHFT",
-    "SER30K_CLASSES",
-    "VIEWS",
-    "ConfigError",
-    "FusionConfig",
-    "ModelConfig",
-    "TextConfig",
-    "VisionConfig",
-    "WeightsNotFoundError",
-    "convert_official",
-    "count_parameters",
-    "create_model",
-    "list_models",
-    "load_backbone_weights",
-    "load_model",
-    "load_official",
-    "load_predictor",
-    "register_model",
-    "save_checkpoint",
-]
+_EXPORTS: dict[str, str] = {
+    "ConfigError": "mghft.config",
+    "FusionConfig": "mghft.config",
+    "ModelConfig": "mghft.config",
+    "TextConfig": "mghft.config",
+    "VisionConfig": "mghft.config",
+    "WeightsNotFoundError": "mghft.hub",
+    "save_checkpoint": "mghft.hub",
+    "count_parameters": "mghft.models.factory",
+    "create_model": "mghft.models.factory",
+    "load_backbone_weights": "mghft.models.factory",
+    "load_model": "mghft.models.factory",
+    "load_official": "mghft.models.factory",
+    "MGHFT": "mghft.models.mghft",
+    "convert_official": "mghft.models.official",
+    "SER30K_CLASSES": "mghft.registry",
+    "list_models": "mghft.registry",
+    "register_model": "mghft.registry",
+    "load_predictor": "mghft.serve.predictor",
+    "VIEWS": "mghft.views",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mghft' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

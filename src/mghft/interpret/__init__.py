@@ -11,44 +11,49 @@ Front door::
 Batch runs, sharding, the public code's JSON interchange and zero-shot classification: ``docs/interpret.md``.
 """
 
-from mghft.interpret.backends import PROVIDERS, Backend, OfflineBackend, OpenAICompatibleBackend, build_backend
-from mghft.interpret.clients import BackendError, ChatClient, FatalBackendError, RetryPolicy
-from mghft.interpret.description import Description, InvalidAnswer, image_sha256
-from mghft.interpret.interpreter import Interpreter
-from mghft.interpret.official import export_official_json, import_official_json
-from mghft.interpret.parse import MalformedAnswer, parse_label, parse_views_answer
-from mghft.interpret.prompts import DEFAULT_PROMPT_VERSION, PROMPTS
-from mghft.interpret.runner import RunSummary, WorkItem, items_from_index, plan_batch, run_batch
-from mghft.interpret.store import DescriptionStore, Failure
-from mghft.interpret.zeroshot import run_zeroshot
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_PROMPT_VERSION",
-    "PROMPTS",
-    "PROVIDERS",
-    "Backend",
-    "BackendError",
-    "ChatClient",
-    "Description",
-    "DescriptionStore",
-    "Failure",
-    "FatalBackendError",
-    "Interpreter",
-    "InvalidAnswer",
-    "MalformedAnswer",
-    "OfflineBackend",
-    "OpenAICompatibleBackend",
-    "RetryPolicy",
-    "RunSummary",
-    "WorkItem",
-    "build_backend",
-    "export_official_json",
-    "image_sha256",
-    "import_official_json",
-    "items_from_index",
-    "parse_label",
-    "parse_views_answer",
-    "plan_batch",
-    "run_batch",
-    "run_zeroshot",
-]
+import importlib
+from typing import Any
+
+# Imported on first use: the CLI registers its commands without loading torch or the HTTP stack.
+_EXPORTS: dict[str, str] = {
+    "Backend": "mghft.interpret.backends",
+    "BackendError": "mghft.interpret.clients",
+    "ChatClient": "mghft.interpret.clients",
+    "DEFAULT_PROMPT_VERSION": "mghft.interpret.prompts",
+    "Description": "mghft.interpret.description",
+    "DescriptionStore": "mghft.interpret.store",
+    "Failure": "mghft.interpret.store",
+    "FatalBackendError": "mghft.interpret.clients",
+    "Interpreter": "mghft.interpret.interpreter",
+    "InvalidAnswer": "mghft.interpret.description",
+    "MalformedAnswer": "mghft.interpret.parse",
+    "OfflineBackend": "mghft.interpret.backends",
+    "OpenAICompatibleBackend": "mghft.interpret.backends",
+    "PROMPTS": "mghft.interpret.prompts",
+    "PROVIDERS": "mghft.interpret.backends",
+    "RetryPolicy": "mghft.interpret.clients",
+    "RunSummary": "mghft.interpret.runner",
+    "WorkItem": "mghft.interpret.runner",
+    "build_backend": "mghft.interpret.backends",
+    "export_official_json": "mghft.interpret.official",
+    "image_sha256": "mghft.interpret.description",
+    "import_official_json": "mghft.interpret.official",
+    "items_from_index": "mghft.interpret.runner",
+    "parse_label": "mghft.interpret.parse",
+    "parse_views_answer": "mghft.interpret.parse",
+    "plan_batch": "mghft.interpret.runner",
+    "run_batch": "mghft.interpret.runner",
+    "run_zeroshot": "mghft.interpret.zeroshot",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mghft.interpret' has no attribute {name!r}")
