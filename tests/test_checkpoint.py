@@ -154,3 +154,47 @@ def test_timm_pvt_v2_layout_and_the_original_v2_layout_load() -> None:
     fresh = mghft.create_model("mghft_pvt_v2_b0", text_encoder=False)
     load_backbone_weights(fresh.backbone, original)
     assert torch.equal(fresh.backbone.state_dict()["stages.3.norm.weight"], sd["stages.3.norm.weight"])
+
+
+def _fake_hub_repo(hub_cache: Path, repo: str, files: dict[str, Path]) -> None:
+    """A Hugging Face cache entry as ``huggingface_hub`` lays it out after a download."""
+    folder = hub_cache / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    snap = folder / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for name, src in files.items():
+        (snap / name).write_bytes(src.read_bytes())
+
+
+def test_checkpoint_and_weights_load_from_the_hub_cache_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(hub))
+    model = mghft.create_model("mghft_tiny", text_encoder=False).eval()
+    folder = mghft.save_checkpoint(model, tmp_path / "ckpt", class_names=list(mghft.SER30K_CLASSES))
+    _fake_hub_repo(hub, "someone/sticker-mghft", {n: folder / n for n in ("model.safetensors", "config.json")})
+    loaded = mghft.load_model("someone/sticker-mghft", text_encoder=False, offline=True)
+    assert torch.equal(loaded.state_dict()["head.weight"], model.state_dict()["head.weight"])
+    with pytest.raises(FileNotFoundError, match="someone/absent.*offline"):
+        mghft.load_model("someone/absent", offline=True)
+    # PVT v2 ImageNet weights in timm's hub layout, found in the cache without a download.
+    v2 = mghft.create_model("mghft_pvt_v2_b0", text_encoder=False)
+    sd = {
+        k: torch.randn(v.shape)
+        for k, v in v2.backbone.state_dict().items()
+        if "cls_token" not in k and not k.startswith("norm.")
+    }
+    from safetensors.torch import save_file
+
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    _fake_hub_repo(hub, "timm/pvt_v2_b0.in1k", {"model.safetensors": tmp_path / "model.safetensors"})
+    got = mghft.create_model("mghft_pvt_v2_b0", pretrained="imagenet", text_encoder=False, offline=True)
+    assert torch.equal(
+        got.backbone.state_dict()["stages.1.blocks.0.attn.q.weight"], sd["stages.1.blocks.0.attn.q.weight"]
+    )

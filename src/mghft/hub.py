@@ -74,7 +74,14 @@ def resolve_weights(
         if c.is_file():
             return c
     offline = offline_mode() if offline is None else offline
-    source = entry.url or f"hf://{entry.hf_repo}/{entry.hf_filename}"
+    source = f"hf://{entry.hf_repo}/{entry.hf_filename}" if entry.hf_repo else str(entry.url)
+    if offline and entry.hf_repo:
+        from huggingface_hub import hf_hub_download
+
+        try:  # the Hugging Face cache is local: it may already hold the file
+            return Path(hf_hub_download(entry.hf_repo, entry.hf_filename or entry.filename, local_files_only=True))
+        except Exception:
+            pass
     if offline:
         raise WeightsNotFoundError(
             f"{entry.filename} is not available offline. Download {source} and put it at {target} "
