@@ -151,11 +151,13 @@ def save_checkpoint(
     metrics: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     write_extra: Callable[[Path], None] | None = None,
+    include_text_encoder: bool = False,
 ) -> Path:
     """Write ``folder/model.safetensors`` and ``folder/config.json`` atomically (a half-written folder never
     replaces a good one). Pass the model before ``torch.compile`` or DDP wrapping, or let this unwrap it.
 
     ``write_extra(tmp_folder)`` may add files (a training state) that must appear together with the weights.
+    A frozen text encoder is left out (it is rebuilt from its id) unless ``include_text_encoder``.
     """
     model = getattr(model, "_orig_mod", model)
     model = getattr(model, "module", model)
@@ -166,7 +168,8 @@ def save_checkpoint(
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        sd = {k: v.detach().contiguous().cpu() for k, v in model.trainable_state_dict().items()}
+        weights = model.state_dict() if include_text_encoder else model.trainable_state_dict()
+        sd = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
         save_file(sd, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "mghft_format": str(CHECKPOINT_FORMAT)})
         meta = {
             "mghft_format": CHECKPOINT_FORMAT,

@@ -45,19 +45,21 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from mghft.hub import save_checkpoint
     from mghft.models.factory import load_official
     from mghft.registry import SER30K_CLASSES, get_model_config
 
     cfg = get_model_config(args.model)
-    if args.with_text_encoder:
-        cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, trainable=True))
     names = args.class_names or list(SER30K_CLASSES)
     model = load_official(
         args.checkpoint, cfg.replace(num_classes=len(names)), compat=args.compat, text_encoder=args.with_text_encoder
     )
-    save_checkpoint(model, args.out, class_names=names, extra={"converted_from": str(args.checkpoint)})
+    save_checkpoint(
+        model,
+        args.out,
+        class_names=names,
+        extra={"converted_from": str(args.checkpoint)},
+        include_text_encoder=args.with_text_encoder,
+    )
     print(f"wrote {args.out} ({args.model}, compat={args.compat}, {len(names)} classes)")
     return 0
