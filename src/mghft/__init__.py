@@ -15,8 +15,7 @@ Names are imported on first use, so ``import mghft`` (and every ``mghft`` comman
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mghft._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -45,12 +44,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mghft' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, globals(), _EXPORTS)
 
 
 def __dir__() -> list[str]:

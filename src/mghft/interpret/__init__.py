@@ -13,8 +13,7 @@ Batch runs, sharding, the public code's JSON interchange and zero-shot classific
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mghft._lazy import lazy_getattr
 
 # Imported on first use: the CLI registers its commands without loading torch or the HTTP stack.
 _EXPORTS: dict[str, str] = {
@@ -51,9 +50,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mghft.interpret' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, globals(), _EXPORTS)

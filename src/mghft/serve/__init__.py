@@ -6,15 +6,9 @@ the predictor itself (and torch) is imported on first use, so the CLI starts fas
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mghft._lazy import lazy_getattr
 
 __all__ = ["Explanation", "LoadedImage", "Prediction", "Predictor", "heatmap_overlay", "load_predictor"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        value = getattr(importlib.import_module("mghft.serve.predictor"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mghft.serve' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, globals(), dict.fromkeys(__all__, "mghft.serve.predictor"))
