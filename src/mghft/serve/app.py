@@ -289,7 +289,6 @@ def _check_api_key(request: Request, key: str | None) -> None:
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
     """The service around ``predictor`` (its batch worker starts and stops with the app)."""
     settings = settings or ServeSettings(api_key=os.environ.get(API_KEY_ENV) or None)
-    predictor.max_pixels = settings.max_pixels
     batcher = Batcher(
         lambda ims, texts, sources, explain: predictor.run(ims, texts, sources, explain=explain),
         batch_size=settings.batch_size,
@@ -343,7 +342,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             raise _http(413, f"{where}: {len(up.data)} bytes exceeds the limit of {settings.max_file_bytes} bytes")
         with decode_slots:
             try:
-                return predictor.load(up.data, name=up.name)
+                return predictor.load(up.data, name=up.name, max_pixels=settings.max_pixels)
             except ImageTooLargeError as e:
                 raise _http(413, f"{where}: {e.reason}") from None
             except ImageLoadError as e:

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -240,6 +240,7 @@ class Predictor:
         self.metrics = dict(metrics or {})
         self.name = name or model.cfg.name or "mghft"
         self._lock = threading.Lock()  # one forward at a time; torch uses the cores itself
+        self._cache_lock = threading.Lock()  # views are resolved from several request threads
         self._desc_cache: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._feat_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = 4096
@@ -248,7 +249,12 @@ class Predictor:
     # inputs
 
     def load(
-        self, source: ImageInput | LoadedImage, *, name: str | None = None, keep_image: bool = False
+        self,
+        source: ImageInput | LoadedImage,
+        *,
+        name: str | None = None,
+        keep_image: bool = False,
+        max_pixels: int | None | Literal["default"] = "default",
     ) -> LoadedImage:
         """Decode and preprocess one image (keeping its bytes when an interpreter is configured).
 
@@ -275,7 +281,8 @@ class Predictor:
         if not data:
             raise ImageLoadError(label, "empty file")
         sha = hashlib.sha256(data).hexdigest()
-        img = load_image(data, max_pixels=self.max_pixels, name=label)
+        limit = self.max_pixels if max_pixels == "default" else max_pixels
+        img = load_image(data, max_pixels=limit, name=label)
         keep_data = data if self.interpreter is not None and data else None
         return LoadedImage(label, self.transform(img), img.size, sha, img if keep_image else None, keep_data)
 
@@ -291,7 +298,8 @@ class Predictor:
             return view_texts(views, identical_views=identical), "given"
         if self.interpreter is None:
             return [None] * len(VIEWS), "absent"
-        cached = self._desc_cache.get(image.sha256)
+        with self._cache_lock:
+            cached = self._desc_cache.get(image.sha256)
         if cached is None:
             if image.data is None:
                 raise ValueError(f"{image.name}: loaded without its bytes; load it with this predictor's load()")
@@ -299,7 +307,8 @@ class Predictor:
                 cached = dict(self.interpreter.describe(image.data).views)
             except LookupError:  # a store-only lookup without an entry: run without views
                 return [None] * len(VIEWS), "absent"
-            self._remember(self._desc_cache, image.sha256, cached)
+            with self._cache_lock:
+                self._remember(self._desc_cache, image.sha256, cached)
         return view_texts(cached, identical_views=identical), "interpreter"
 
     def _remember(self, cache: OrderedDict, key: str, value: Any) -> None:
