@@ -114,3 +114,22 @@ def test_predict_exit_codes(checkpoint: Path, folder: Path, tmp_path: Path) -> N
     empty.mkdir()
     assert main(["predict", str(empty), "--model", str(checkpoint), "--out", str(tmp_path / "y.csv")]) == 1
     assert main(["predict", str(folder), "--model", str(checkpoint), "--out", str(tmp_path / "z")]) == 2
+
+
+def test_serve_command_applies_its_flags(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    seen = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.setdefault("config", self.config))
+    key = tmp_path / "key.txt"
+    key.write_text("k3y\n", encoding="utf-8")
+    rc = main(["serve", "--model", str(checkpoint), "--port", "8123", "--max-images", "3", "--queue-size", "9",
+               "--max-file-mb", "0.5", "--api-key-file", str(key), "--store", str(tmp_path / "d.sqlite")])  # fmt: skip
+    assert rc == 0
+    config = seen["config"]
+    assert config.port == 8123 and config.host == "127.0.0.1" and config.limit_concurrency == 128
+    settings = config.app.state.settings
+    assert (settings.max_images, settings.queue_size, settings.max_file_bytes) == (3, 9, 1 << 19)
+    assert settings.api_key == "k3y"
+    assert config.app.state.predictor.interpreter is not None  # the store answers for described images
+    config.app.state.predictor.interpreter.close()

@@ -251,3 +251,18 @@ def test_a_full_queue_answers_503_and_recovers(predictor: Predictor) -> None:
         assert first.result().status_code == 200 and second.result().status_code == 200
         assert len(second.result().json()["predictions"]) == 2
         assert post(1).status_code == 200  # serving again
+
+
+def test_interpreter_failures_are_502_naming_the_image(predictor: Predictor) -> None:
+    class Failing:
+        def describe(self, data: bytes) -> object:
+            raise RuntimeError("server said 500")
+
+    p = Predictor(predictor.model, class_names=CLASSES, preprocess=predictor.preprocess, interpreter=Failing())
+    with BackgroundServer(create_app(p, ServeSettings())) as srv:
+        r = httpx.post(f"{srv.url}/v1/predict", files=_files(png_bytes(sticker(1)), names=["x.png"]), timeout=30)
+        assert r.status_code == 502 and "x.png" in r.json()["detail"] and "server said 500" in r.json()["detail"]
+        # given views need no interpreter
+        r = httpx.post(f"{srv.url}/v1/predict", json={"images": [{"data": _b64(png_bytes(sticker(1))),
+                       "description": DESCRIPTION}]}, timeout=30)  # fmt: skip
+        assert r.status_code == 200 and r.json()["predictions"][0]["view_source"] == "given"
