@@ -242,3 +242,19 @@ def test_front_door_and_variant_names(checkpoint: Path) -> None:
     assert p.class_names == CLASSES and p.preprocess.size == 64
     info = load_predictor(checkpoint, device="cpu").info()
     assert info["metrics"] == {"test_no_views": {"accuracy": 0.5}} and info["classes"] == CLASSES
+
+
+def test_missing_text_encoder_leaves_bare_images_working(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mghft.models import factory
+    from mghft.models.text import TextEncoderUnavailable
+
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise TextEncoderUnavailable("bert-base-uncased is not in the cache")
+
+    monkeypatch.setattr(factory.TextEncoder, "from_config", unavailable)
+    with pytest.warns(UserWarning, match="without views"):
+        p = load_predictor(checkpoint, device="cpu")
+    assert p.model.text_encoder is None
+    assert p.predict([sticker(1)])[0].view_source == "absent"
+    with pytest.raises(ValueError, match="without its text encoder"):
+        p.predict([sticker(1)], [DESCRIPTION])

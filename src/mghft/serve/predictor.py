@@ -476,6 +476,7 @@ def load_predictor(
     offline: bool | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     batch_size: int = 16,
+    text_encoder: bool = True,
 ) -> Predictor:
     """A :class:`Predictor` for a checkpoint folder, a Hugging Face Hub repo id, or a registered variant name.
 
@@ -489,6 +490,8 @@ def load_predictor(
         offline: never touch the network (default: ``MGHFT_OFFLINE``/``HF_HUB_OFFLINE``).
         max_pixels: largest image accepted.
         batch_size: images per forward pass.
+        text_encoder: load the text encoder (needed for view texts). When its files are not available offline,
+            the predictor warns and runs bare images only.
     """
     from mghft.models.factory import create_model, load_model
     from mghft.registry import list_models
@@ -497,7 +500,7 @@ def load_predictor(
     name = str(path_or_name)
     if not Path(name).exists() and name in list_models():
         warnings.warn(f"{name} is a variant name, not a checkpoint: its weights are random", stacklevel=2)
-        model = create_model(name, offline=offline)
+        model = create_model(name, offline=offline, text_encoder=text_encoder)
         from mghft.registry import SER30K_CLASSES
 
         classes: list[str] = list(SER30K_CLASSES)[: model.cfg.num_classes]
@@ -505,7 +508,13 @@ def load_predictor(
             classes = [f"class_{i}" for i in range(model.cfg.num_classes)]
         preprocess, metrics = Preprocess(size=model.cfg.image_size), {}
     else:
-        model = load_model(path_or_name, text_encoder=True, offline=offline)
+        from mghft.models.text import TextEncoderUnavailable
+
+        try:
+            model = load_model(path_or_name, text_encoder=text_encoder, offline=offline)
+        except TextEncoderUnavailable as e:  # bare images still work; view texts will not
+            warnings.warn(f"running without the text encoder, so without views: {e}", stacklevel=2)
+            model = load_model(path_or_name, text_encoder=False, offline=offline)
         meta = model.checkpoint_meta
         classes = list(meta["class_names"])
         preprocess = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else None
