@@ -52,6 +52,8 @@ def test_tiny_model_learns_and_reports(tmp_path: Path) -> None:
     assert len((run / "log.csv").read_text().splitlines()) == 1 + 12
     model = mghft.load_model(run / "best", text_encoder=False)
     assert model.checkpoint_meta["class_names"] == list(synthetic.CLASSES)
+    saved = model.checkpoint_meta["metrics"]
+    assert saved["test"]["accuracy"] == res["test"]["accuracy"] and "accuracy" in saved["test_views_absent"]
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -> None:

@@ -230,6 +230,16 @@ def resolve_checkpoint_dir(path_or_repo: str | Path, offline: bool | None = None
         ) from e
 
 
+def update_checkpoint_metrics(folder: str | Path, metrics: Mapping[str, Any]) -> None:
+    """Merge ``metrics`` into a checkpoint's ``config.json`` (atomically), e.g. its test results after training."""
+    path = Path(folder) / CONFIG_NAME
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta["metrics"] = {**meta.get("metrics", {}), **metrics}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def read_checkpoint_meta(folder: str | Path) -> dict[str, Any]:
     """``config.json`` of a checkpoint folder, checked for the files and keys a load needs."""
     folder = Path(folder)

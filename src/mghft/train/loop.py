@@ -28,7 +28,7 @@ from mghft.data import DatasetIndex, Preprocess, build_transform
 from mghft.data.ser30k import SER30K_CLASSES
 from mghft.evaluate import bootstrap_ci, compute_metrics, write_report
 from mghft.features import TextFeatureCache, view_feature_table
-from mghft.hub import cache_dir, default_preprocess, save_checkpoint
+from mghft.hub import cache_dir, default_preprocess, save_checkpoint, update_checkpoint_metrics
 from mghft.losses import MGHFTObjective, StageAlignmentLoss
 from mghft.models.factory import create_model, load_model
 from mghft.models.text import view_texts
@@ -452,6 +452,13 @@ def _final_test(
         )
         results["ci"] = ci
         (out / "results.json").write_text(json.dumps(results, indent=2, default=float), encoding="utf-8")
+        # The checkpoint carries its test figures, with and without views, for whoever serves it.
+        summary = {
+            "accuracy": metrics["accuracy"],
+            "macro_f1": metrics["macro"]["f1"],
+            "weighted_f1": metrics["weighted"]["f1"],
+        }
+        update_checkpoint_metrics(out / "best", {"test": summary, "test_views_absent": results["test_views_absent"]})
         print(
             f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro']['f1']:.4f}, weighted-F1 "
             f"{metrics['weighted']['f1']:.4f}; with every view absent: accuracy {bare['accuracy']:.4f}"
