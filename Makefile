@@ -26,6 +26,10 @@ format: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+# The main job end to end on emoji stickers built from packaged artwork (docs/demo.md): a few minutes on a CPU.
+demo: $(STAMP)
+	$(BIN)/mghft demo --out runs/demo
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py
 

@@ -12,7 +12,13 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-_COMMAND_MODULES: tuple[str, ...] = ("mghft.models.cli", "mghft.interpret.cli", "mghft.train.cli", "mghft.serve.cli")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "mghft.models.cli",
+    "mghft.interpret.cli",
+    "mghft.train.cli",
+    "mghft.serve.cli",
+    "mghft.demo.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
