@@ -41,8 +41,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print()
     print(f"a new sticker, {ex['path']} (a held-out {ex['true']} emoji), from its pixels alone:")
     print(f"  predicted {ex['label']} ({ex['confidence']:.2f}); heatmap: {r.paths['example_heatmap']}")
-    for view, text in ex["views"].items():
-        print(f"  {view}: {text}")
+    for text in ex["views"].values():
+        print(f"  {text}")
     print()
     print("where everything went:")
     width = max(len(k) for k in r.paths)

@@ -176,7 +176,7 @@ class DemoSize:
 
 SIZES: dict[str, DemoSize] = {
     "full": DemoSize("full", train_per_class=48, val_per_class=12, test_per_class=16, emoji_per_class=None,
-                     caption_rate=0.4, epochs=24),
+                     caption_rate=0.5, epochs=30),
     "small": DemoSize("small", train_per_class=3, val_per_class=1, test_per_class=1, emoji_per_class=1,
                       caption_rate=0.5, epochs=2),
 }  # fmt: skip
