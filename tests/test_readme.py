@@ -1,0 +1,59 @@
+"""The README tells the truth about the CLI: every command it shows exists and takes the flags it shows."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from mghft.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _command_lines() -> list[str]:
+    """``mghft ...`` lines of the README's shell blocks (continuations joined, comments dropped)."""
+    lines: list[str] = []
+    lang = None
+    block: list[str] = []
+    for raw in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        if raw.startswith("```"):
+            if lang is None:
+                lang, block = raw[3:].strip(), []
+                continue
+            if lang in ("bash", "sh", ""):
+                for line in "\n".join(block).replace("\\\n", " ").splitlines():
+                    line = line.split("  #")[0].strip()
+                    m = re.search(r"(?:^|\s)(?:\.venv/bin/)?mghft (\S.*)$", line)
+                    if m and "-m mghft" not in line:
+                        lines.append(m.group(1).split(";")[0].strip())
+            lang = None
+            continue
+        if lang is not None:
+            block.append(raw)
+    return lines
+
+
+COMMANDS = _command_lines()
+
+
+def test_readme_shows_commands() -> None:
+    assert len(COMMANDS) >= 12
+
+
+@pytest.mark.parametrize("line", COMMANDS)
+def test_readme_command_exists_with_its_flags(line: str) -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    words = [w for w in shlex.split(line.replace("...", "")) if w]
+    assert words[0] in sub.choices, f"unknown command: mghft {words[0]}"
+    p = sub.choices[words[0]]
+    nested = [a for a in p._actions if a.__class__.__name__ == "_SubParsersAction"]
+    if nested and len(words) > 1 and words[1] in nested[0].choices:
+        p = nested[0].choices[words[1]]
+    known = {opt for a in p._actions for opt in a.option_strings}
+    flags = [w.split("=")[0] for w in words if w.startswith("--")]
+    missing = [f for f in flags if f not in known]
+    assert not missing, f"mghft {words[0]} has no {missing} (README line: {line})"
