@@ -274,3 +274,18 @@ def test_config_base_chain_and_overrides(tmp_path: Path) -> None:
         TrainConfig.from_file(tmp_path / "c.yaml")
     with pytest.raises(ConfigError, match="b.yaml: epoch: unknown field"):
         TrainConfig.from_file(tmp_path / "b.yaml", ["epoch=3"])
+
+
+def test_early_stopping_and_gradient_accumulation(tmp_path: Path) -> None:
+    manifest = synthetic.write_manifest(tmp_path / "data", n_per_class=10)
+    data = DataConfig(format="manifest", root=str(manifest))
+    frozen = _cfg(tmp_path / "a", data, epochs=6, patience=1, lr=0.0, warmup_lr=0.0, min_lr=0.0)
+    res = train(frozen)  # nothing can improve after epoch 1
+    log = (Path(frozen.output) / "log.csv").read_text().splitlines()
+    assert len(log) == 1 + 2 and res["best_epoch"] == 1
+    accum = _cfg(tmp_path / "b", data, epochs=1, batch_size=4, accum_steps=3)
+    train(accum)
+    rows = [r.split(",") for r in (Path(accum.output) / "log.csv").read_text().splitlines()]
+    step = int(rows[1][rows[0].index("step")])
+    batches = len(json.loads((Path(accum.output) / "split.json").read_text())["splits"]["train"]) // 4
+    assert step == -(-batches // 3)  # one optimizer step per 3 batches
