@@ -233,6 +233,81 @@ def _build_model(cfg: TrainConfig, classes: tuple[str, ...]) -> nn.Module:
     )
 
 
+@dataclass
+class _EpochRunner:
+    """What one training epoch needs: the model (and its DDP wrapper), objective, optimizer and schedule."""
+
+    cfg: TrainConfig
+    info: DistInfo
+    net: nn.Module
+    model: nn.Module
+    objective: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: contextlib.AbstractContextManager
+    keep: Tensor
+    total_steps: int
+    warmup: int
+    peak_lr: float
+
+    def train_epoch(self, loader: DataLoader, epoch: int, state: dict[str, Any]) -> dict[str, float]:
+        """One pass over ``loader``; returns the mean losses. Advances ``state["step"]`` per optimizer step."""
+        cfg, info, net = self.cfg, self.info, self.net
+        g = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch)  # view dropout, reproducible on resume
+        net.train()
+        sums = {"loss": 0.0, "ce": 0.0, "align": 0.0}
+        seen = 0
+        n_micro = len(loader)
+        if cfg.max_steps_per_epoch:
+            n_micro = min(n_micro, cfg.max_steps_per_epoch * cfg.accum_steps)
+        batches: Any = loader
+        if info.main and cfg.progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(loader, total=n_micro, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        self.optimizer.zero_grad(set_to_none=True)
+        for micro, batch in enumerate(batches):
+            if micro >= n_micro:
+                break
+            mask = drop_views(batch["view_mask"], self.keep, cfg.view_dropout, cfg.text_dropout, g)
+            images = batch["image"].to(info.device, non_blocking=True)
+            labels = batch["label"].to(info.device)
+            # The last micro-batch of the epoch steps too, so no gradient is left behind.
+            sync = (micro + 1) % cfg.accum_steps == 0 or micro + 1 == n_micro
+            no_sync = net.no_sync() if (info.world > 1 and not sync) else contextlib.nullcontext()
+            with no_sync, self.autocast:
+                outputs = net(
+                    images,
+                    view_mask=mask.to(info.device),
+                    compute_align_loss=False,
+                    **model_inputs(net, batch, info.device),
+                )
+                losses = self.objective(outputs, labels)
+            if not torch.isfinite(losses["loss"]):
+                raise FloatingPointError(f"loss is {losses['loss'].item()} at epoch {epoch + 1}, step {state['step']}")
+            self.scaler.scale(losses["loss"] / cfg.accum_steps).backward()
+            if sync:
+                self._step(state)
+            n = images.shape[0]
+            seen += n
+            for k in sums:
+                sums[k] += float(losses[k].detach()) * n
+        return {k: v / max(1, seen) for k, v in sums.items()}
+
+    def _step(self, state: dict[str, Any]) -> None:
+        cfg = self.cfg
+        lr = lr_at(state["step"], self.total_steps, self.warmup, self.peak_lr, cfg.warmup_lr, cfg.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if cfg.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     """Train, select on ``cfg.select_on``, evaluate the selected model once on test; returns the results."""
     info = setup_distributed()
@@ -306,56 +381,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         except ImportError:
             warnings.warn("tensorboard is not installed: no TensorBoard logs", stacklevel=2)
 
+    run = _EpochRunner(cfg, info, net, model, objective, optimizer, scaler, ctx, keep, total_steps, warmup, peak)
     select_split = cfg.select_on
     for epoch in range(state["epoch"], cfg.epochs):
         t0 = time.time()
         loaders["train"].sampler.set_epoch(epoch)
         datasets["train"].set_epoch(epoch)
-        g = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch)
-        net.train()
-        sums = {"loss": 0.0, "ce": 0.0, "align": 0.0}
-        seen = 0
-        batches = loaders["train"]
-        if info.main and cfg.progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        optimizer.zero_grad(set_to_none=True)
-        for micro, batch in enumerate(batches):
-            if cfg.max_steps_per_epoch and micro >= cfg.max_steps_per_epoch * cfg.accum_steps:
-                break
-            mask = drop_views(batch["view_mask"], keep, cfg.view_dropout, cfg.text_dropout, g)
-            images = batch["image"].to(info.device, non_blocking=True)
-            labels = batch["label"].to(info.device)
-            sync = (micro + 1) % cfg.accum_steps == 0
-            no_sync = net.no_sync() if (info.world > 1 and not sync) else contextlib.nullcontext()
-            with no_sync, ctx:
-                outputs = net(
-                    images,
-                    view_mask=mask.to(info.device),
-                    compute_align_loss=False,
-                    **model_inputs(net, batch, info.device),
-                )
-                losses = objective(outputs, labels)
-            if not torch.isfinite(losses["loss"]):
-                raise FloatingPointError(f"loss is {losses['loss'].item()} at epoch {epoch + 1}, step {state['step']}")
-            scaler.scale(losses["loss"] / cfg.accum_steps).backward()
-            if sync:
-                lr = lr_at(state["step"], total_steps, warmup, peak, cfg.warmup_lr, cfg.min_lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                if cfg.clip_grad:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                state["step"] += 1
-            n = images.shape[0]
-            seen += n
-            for k in sums:
-                sums[k] += float(losses[k].detach()) * n
-
+        means = run.train_epoch(loaders["train"], epoch, state)
         y, pred, probs = predict_loader(net, loaders[select_split], info, cfg.amp)
         metrics = compute_metrics(y, pred, classes, probs)
         score = _metric(metrics, cfg.select_metric)
@@ -363,7 +395,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             "epoch": epoch + 1,
             "step": state["step"],
             "lr": optimizer.param_groups[0]["lr"],
-            **{f"train_{k}": v / max(1, seen) for k, v in sums.items()},
+            **{f"train_{k}": v for k, v in means.items()},
             f"{select_split}_accuracy": metrics["accuracy"],
             f"{select_split}_macro_f1": metrics["macro"]["f1"],
             f"{select_split}_weighted_f1": metrics["weighted"]["f1"],
