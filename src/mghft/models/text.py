@@ -53,6 +53,10 @@ def load_text_backbone(name: str, offline: bool | None = None) -> tuple[nn.Modul
     offline = offline_mode() if offline is None else offline
     source = resolve_encoder_source(name)
     local = os.path.isdir(source)
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in every command's output
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline or local)
         model = AutoModel.from_pretrained(source, local_files_only=offline or local)
@@ -64,6 +68,9 @@ def load_text_backbone(name: str, offline: bool | None = None) -> tuple[nn.Modul
             + f": {e}. Download it once with `huggingface-cli download {name}` (or save it with "
             "save_pretrained into a folder and pass that folder)."
         ) from e
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     if len(tokenizer) < _MIN_VOCAB:
         raise TextEncoderUnavailable(
             f"tokenizer of {name!r} has only {len(tokenizer)} entries: its vocabulary files are missing "
