@@ -1,6 +1,6 @@
 """``mghft interpret``, ``mghft descriptions`` and ``mghft zeroshot``: argparse only; work happens in the handlers.
 
-Also runnable alone (``python -m mghft.interpret.cli interpret ...``) with just these commands.
+Also runnable as ``python -m mghft.interpret.cli interpret ...`` (the full ``mghft`` command line).
 """
 
 from __future__ import annotations
@@ -347,15 +347,10 @@ def _cmd_zeroshot(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """These commands alone (the full CLI is ``mghft.cli.main``)."""
-    parser = argparse.ArgumentParser(prog="mghft")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    """The ``mghft`` command line (these commands included); kept so ``python -m mghft.interpret.cli`` works."""
+    from mghft.cli import main as mghft_main
+
+    return mghft_main(argv)
 
 
 if __name__ == "__main__":
