@@ -289,3 +289,23 @@ def test_early_stopping_and_gradient_accumulation(tmp_path: Path) -> None:
     step = int(rows[1][rows[0].index("step")])
     batches = len(json.loads((Path(accum.output) / "split.json").read_text())["splits"]["train"]) // 4
     assert step == -(-batches // 3)  # one optimizer step per 3 batches
+
+
+def test_augmentation_does_not_depend_on_the_worker(tmp_path: Path) -> None:
+    from torch.utils.data import DataLoader
+
+    from mghft.data import build_transform, read_manifest
+    from mghft.train.data import StickerDataset
+
+    index = read_manifest(synthetic.write_manifest(tmp_path, n_per_class=3))
+    feats, mask = torch.zeros(len(index), 4, 8), torch.zeros(len(index), 4, dtype=torch.bool)
+
+    def images(workers: int) -> torch.Tensor:
+        ds = StickerDataset(index, build_transform(True, 32, seed=1), feats, mask, train=True, seed=5)
+        ds.set_epoch(2)
+        loader = DataLoader(ds, batch_size=3, num_workers=workers, shuffle=False)
+        return torch.cat([b["image"] for b in loader])
+
+    single = images(0)
+    assert torch.equal(single, images(2))
+    assert not torch.equal(single[0], single[3])  # and items differ from one another

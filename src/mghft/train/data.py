@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,10 +127,13 @@ class StickerDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Tensor | int]:
         s = self.index.samples[i]
         img = load_image(s.path)
-        if self.train and hasattr(self.transform, "reseed"):
-            self.transform.reseed(_sample_seed(self.seed, self.epoch, i))
+        if self.train:
+            # Seeded per (seed, epoch, item): the same augmentation whatever worker draws the item.
+            image = self.transform(img, rng=random.Random(_sample_seed(self.seed, self.epoch, i)))
+        else:
+            image = self.transform(img)
         item = {
-            "image": self.transform(img),
+            "image": image,
             "label": -1 if s.label is None else s.label,
             "text_features": self.features[i],
             "view_mask": self.view_mask[i],
