@@ -46,6 +46,22 @@ def test_eval_geometry_is_resize_short_side_then_centre_crop() -> None:
     assert build_transform(False, 224, crop_pct=1.0).resize_size == 224
 
 
+def test_eval_of_an_extreme_aspect_ratio_never_materialises_the_resized_strip() -> None:
+    # A 1-pixel-high strip of a million pixels is 3 kB as PNG; resized to a short side of 73 the whole strip
+    # would be 73 million pixels wide (16 GB). Only the centre crop is kept, so only the crop is computed.
+    t = build_transform(False, 64)
+    strip = Image.new("RGB", (1_000_000, 1), (200, 10, 10))
+    out = t.augment(strip)
+    assert out.size == (64, 64)
+    assert np.asarray(out).reshape(-1, 3).tolist()[0] == [200, 10, 10]
+    # A long but moderate strip gives (almost) the pixels of resize-then-crop.
+    img = _noise(2000, 90, seed=3)
+    ref = img.resize((int(73 * 2000 / 90), 73), Image.Resampling.BICUBIC)
+    left = int(round((ref.width - 64) / 2.0))
+    expected = np.asarray(ref.crop((left, 4, left + 64, 68)), dtype=np.int64)
+    assert np.abs(np.asarray(t.augment(img), dtype=np.int64) - expected).mean() < 1.0
+
+
 def test_eval_converts_non_rgb() -> None:
     assert build_transform(False, 16)(Image.new("L", (20, 20), 10)).shape == (3, 16, 16)
 

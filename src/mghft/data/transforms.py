@@ -35,6 +35,8 @@ _INTERPOLATIONS = {
 _MAX_LEVEL = 10.0
 # Geometric ops fill uncovered pixels with the ImageNet mean colour.
 _FILL = tuple(round(255 * m) for m in IMAGENET_MEAN)
+# Beyond this aspect ratio the evaluation transform resamples only its centre crop instead of the whole image.
+_MAX_EVAL_ASPECT = 4
 
 
 def _interpolation(name: str) -> Image.Resampling:
@@ -336,7 +338,14 @@ class EvalTransform:
         """The PIL part (resize, crop)."""
         if img.mode != "RGB":
             img = img.convert("RGB")
-        return center_crop(resize_short_side(img, self.resize_size, self._resample), self.size)
+        w, h, short, s = img.width, img.height, self.resize_size, self.size
+        rw, rh = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+        if rw * rh <= _MAX_EVAL_ASPECT * short * short:
+            return center_crop(resize_short_side(img, short, self._resample), s)
+        # A long strip: resizing all of it could take gigabytes for a tiny file; resample only the centre crop.
+        left, top = int(round((rw - s) / 2.0)), int(round((rh - s) / 2.0))
+        sx, sy = w / rw, h / rh
+        return img.resize((s, s), self._resample, box=(left * sx, top * sy, (left + s) * sx, (top + s) * sy))
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         return to_tensor(self.augment(img), self.mean, self.std)
