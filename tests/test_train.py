@@ -309,3 +309,17 @@ def test_augmentation_does_not_depend_on_the_worker(tmp_path: Path) -> None:
     single = images(0)
     assert torch.equal(single, images(2))
     assert not torch.equal(single[0], single[3])  # and items differ from one another
+
+
+def test_repeated_augmentation_augments_each_copy_differently(tmp_path: Path) -> None:
+    from mghft.data import build_transform, read_manifest
+    from mghft.train.data import RepeatAugSampler, StickerDataset
+
+    index = read_manifest(synthetic.write_manifest(tmp_path, n_per_class=2))
+    feats, mask = torch.randn(len(index), 4, 8), torch.ones(len(index), 4, dtype=torch.bool)
+    ds = StickerDataset(index, build_transform(True, 32, seed=1), feats, mask, train=True, seed=5)
+    copies = [ds[i] for i in list(RepeatAugSampler(len(ds), repeats=3, seed=0))[:3]]  # one item, three times
+    assert len({c["index"] for c in copies}) == 1
+    assert all(torch.equal(c["text_features"], copies[0]["text_features"]) for c in copies)
+    assert not torch.equal(copies[0]["image"], copies[1]["image"])
+    assert not torch.equal(copies[1]["image"], copies[2]["image"])

@@ -96,7 +96,8 @@ class StickerDataset(Dataset):
     """Images with labels, per-view text features (N, 4, D) and the mask of present views.
 
     For training the augmentation of item ``i`` in epoch ``e`` is seeded from ``(seed, e, i)``, so a run
-    resumed at an epoch boundary sees exactly the images an uninterrupted run would.
+    resumed at an epoch boundary sees exactly the images an uninterrupted run would. An index ``i + r * len``
+    (the ``r``-th copy of item ``i`` from :class:`RepeatAugSampler`) reads item ``i`` with its own augmentation.
     """
 
     def __init__(
@@ -125,11 +126,12 @@ class StickerDataset(Dataset):
         return len(self.index)
 
     def __getitem__(self, i: int) -> dict[str, Tensor | int]:
+        copy_id, i = i, i % len(self.index)
         s = self.index.samples[i]
         img = load_image(s.path)
         if self.train:
-            # Seeded per (seed, epoch, item): the same augmentation whatever worker draws the item.
-            image = self.transform(img, rng=random.Random(_sample_seed(self.seed, self.epoch, i)))
+            # Seeded per (seed, epoch, copy): the same augmentation whatever worker draws the item.
+            image = self.transform(img, rng=random.Random(_sample_seed(self.seed, self.epoch, copy_id)))
         else:
             image = self.transform(img)
         item = {
@@ -149,7 +151,8 @@ class RepeatAugSampler(Sampler[int]):
 
     Each process yields ``ceil(len / num_replicas)`` indices per epoch, so an epoch has the dataset's length
     in samples whatever ``repeats`` is (as in DeiT's repeated augmentation); with ``repeats=1`` this is a
-    distributed sampler. The order depends only on ``(seed, epoch)``.
+    distributed sampler. The order depends only on ``(seed, epoch)``. The ``r``-th copy of item ``i`` is
+    yielded as ``i + r * length``, which :class:`StickerDataset` reads as item ``i`` augmented differently.
     """
 
     def __init__(
@@ -182,7 +185,7 @@ class RepeatAugSampler(Sampler[int]):
             order = torch.randperm(self.length, generator=g).tolist()
         else:
             order = list(range(self.length))
-        order = [i for i in order for _ in range(self.repeats)]
+        order = [i + r * self.length for i in order for r in range(self.repeats)]
         total = self.num_samples * self.num_replicas
         while len(order) < total:  # pad by wrapping so every process gets the same count
             order += order[: total - len(order)]
