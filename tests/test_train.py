@@ -323,3 +323,12 @@ def test_repeated_augmentation_augments_each_copy_differently(tmp_path: Path) ->
     assert all(torch.equal(c["text_features"], copies[0]["text_features"]) for c in copies)
     assert not torch.equal(copies[0]["image"], copies[1]["image"])
     assert not torch.equal(copies[1]["image"], copies[2]["image"])
+
+
+def test_bad_selection_settings_name_the_field() -> None:
+    from mghft.config import ConfigError
+
+    with pytest.raises(ConfigError, match="select_metric"):
+        TrainConfig(select_metric="f1")  # would silently select on weighted F1
+    with pytest.raises(ConfigError, match="patience"):
+        TrainConfig(patience=0)  # would stop after the first epoch whatever it scored

@@ -119,6 +119,12 @@ class TrainConfig:
             (0 <= self.view_dropout < 1, "view_dropout", "must be in [0, 1)"),
             (0 <= self.text_dropout <= 1, "text_dropout", "must be in [0, 1]"),
             (self.select_on in ("val", "test"), "select_on", "must be 'val' or 'test'"),
+            (
+                self.select_metric in ("accuracy", "macro_f1", "weighted_f1"),
+                "select_metric",
+                "must be accuracy, macro_f1 or weighted_f1",
+            ),
+            (self.patience is None or self.patience >= 1, "patience", "must be >= 1 (or null: no early stopping)"),
             (self.amp in ("auto", "bf16", "fp16", "off"), "amp", "must be auto, bf16, fp16 or off"),
         ]
         for ok, name, msg in checks:
