@@ -123,6 +123,11 @@ def test_config_round_trip_and_errors_name_the_field(tmp_path: Path) -> None:
         mghft.create_model("mghft_nope")
 
 
+def test_unknown_rollout_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="fusion.rollout"):
+        mghft.FusionConfig(rollout="ful")  # would silently run the row rollout
+
+
 def _to_public_layout(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our keys written back in the public code's names (the inverse of the documented table)."""
     out = {}

@@ -130,6 +130,7 @@ class FusionConfig:
         _check(
             self.attention in ("tgfa", "self"), "fusion.attention", f"must be 'tgfa' or 'self', not {self.attention!r}"
         )
+        _check(self.rollout in ("row", "full"), "fusion.rollout", f"must be 'row' or 'full', not {self.rollout!r}")
 
 
 @dataclass(frozen=True)
