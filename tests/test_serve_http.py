@@ -266,3 +266,22 @@ def test_interpreter_failures_are_502_naming_the_image(predictor: Predictor) -> 
         r = httpx.post(f"{srv.url}/v1/predict", json={"images": [{"data": _b64(png_bytes(sticker(1))),
                        "description": DESCRIPTION}]}, timeout=30)  # fmt: skip
         assert r.status_code == 200 and r.json()["predictions"][0]["view_source"] == "given"
+
+
+def test_view_texts_for_a_model_without_its_text_encoder_are_a_422(tmp_path: Path) -> None:
+    import mghft
+
+    model = mghft.load_model(make_checkpoint(tmp_path / "tiny"), text_encoder=False)
+    p = Predictor(model, class_names=CLASSES)
+    good = png_bytes(sticker(3))
+    with BackgroundServer(create_app(p, ServeSettings(batch_wait_ms=200))) as srv:
+        r = httpx.post(f"{srv.url}/v1/predict", files=_files(good, names=["v.png"]),
+                       data={"descriptions": json.dumps([DESCRIPTION])}, timeout=30)  # fmt: skip
+        assert r.status_code == 422, r.text
+        assert "v.png" in r.json()["detail"] and "text encoder" in r.json()["detail"]
+        # a request with views never reaches the batch, so it cannot fail bare images queued beside it
+        with ThreadPoolExecutor(2) as pool:
+            bare = pool.submit(httpx.post, f"{srv.url}/v1/predict", files=_files(good), timeout=30)
+            pool.submit(httpx.post, f"{srv.url}/v1/predict", json={"images": [{"data": _b64(good),
+                        "description": DESCRIPTION}]}, timeout=30).result()  # fmt: skip
+            assert bare.result().status_code == 200

@@ -350,11 +350,18 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
 
     def _views(im: LoadedImage, up: _Upload, index: int) -> tuple[list[str | None], str]:
         try:
-            return predictor.resolve_views(im, up.description)
+            views, source = predictor.resolve_views(im, up.description)
         except HTTPException:
             raise
         except Exception as e:  # the interpreter failed for this image
             raise _http(502, f"image {index} ({up.name}): the interpreter failed: {e}") from None
+        if any(views) and predictor.model.text_encoder is None:  # caught here, it cannot fail a shared batch
+            raise _http(
+                422,
+                f"image {index} ({up.name}): this model was loaded without its text encoder and cannot read view "
+                f"texts ({source}); send the image without a description",
+            )
+        return views, source
 
     def _prepare(uploads: list[_Upload]) -> tuple[list[LoadedImage], list[list[str | None]], list[str]]:
         loaded = [_decode(up, i) for i, up in enumerate(uploads)]
