@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -87,3 +89,22 @@ def test_frozen_encoder_stays_in_eval_mode_and_gets_no_gradient(encoders: dict[s
     assert not any(p.requires_grad for p in enc.parameters())
     a, b = enc.encode(["same text"]), enc.encode(["same text"])
     assert torch.equal(a, b)  # no dropout noise
+
+
+def test_create_model_keeps_explicit_overrides_of_the_compat_switches() -> None:
+    m = mghft.create_model("mghft_tiny", text_encoder=False, text={"masked_mean": False})
+    assert m.cfg.compat == "none" and m.cfg.text.masked_mean is False
+    m = mghft.create_model("mghft_tiny", compat="official", text_encoder=False, fusion={"stale_stage4_text": False})
+    assert m.cfg.text.identical_views and not m.cfg.fusion.stale_stage4_text
+
+
+def test_create_model_from_an_official_checkpoint_keeps_its_compat(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    model = mghft.create_model("mghft_tiny", compat="official", text_encoder=False)
+    mghft.save_checkpoint(model, tmp_path / "ckpt", class_names=[f"c{i}" for i in range(7)])
+    loaded = mghft.create_model("mghft_tiny", pretrained=tmp_path / "ckpt", text_encoder=False)
+    assert loaded.cfg == model.cfg and not recwarn.list
+    with pytest.warns(UserWarning, match="compat='official'; using 'none'"):
+        fixed = mghft.create_model("mghft_tiny", pretrained=tmp_path / "ckpt", compat="none", text_encoder=False)
+    assert fixed.cfg.compat == "none" and fixed.cfg.text.masked_mean

@@ -77,7 +77,7 @@ def build_model(cfg: ModelConfig, text_encoder: bool = True, offline: bool | Non
 def create_model(
     name: str | ModelConfig,
     pretrained: bool | str | Path = False,
-    compat: str = "none",
+    compat: str | None = None,
     *,
     num_classes: int | None = None,
     image_size: int | None = None,
@@ -93,7 +93,8 @@ def create_model(
         name: a registered variant (see :func:`mghft.list_models`) or a :class:`ModelConfig`.
         pretrained: ``False`` (random vision/fusion weights), ``True``/``"imagenet"`` (ImageNet backbone
             weights, resolved offline-first), or a checkpoint folder / Hugging Face Hub repo id (all weights).
-        compat: ``"none"`` (correct model) or ``"official"`` (the public code's defects, for parity).
+        compat: ``"none"`` (correct model) or ``"official"`` (the public code's defects, for parity); ``None``
+            keeps the variant's (``"none"``) or the checkpoint's. Overrides of its switches are applied after it.
         num_classes, image_size: override the variant's.
         text_encoder: also build the text encoder (needed to feed token ids; not needed with cached features).
         backbone_weights: an explicit ImageNet weights file (implies ``pretrained="imagenet"``).
@@ -106,6 +107,7 @@ def create_model(
             raise ValueError("a checkpoint fixes the config: no overrides with pretrained=<checkpoint>")
         return load_model(pretrained, text_encoder=text_encoder, offline=offline, compat=compat)
     cfg = get_model_config(name) if isinstance(name, str) else name
+    cfg = apply_compat(cfg, cfg.compat if compat is None else compat)
     changes: dict[str, Any] = dict(overrides)
     if num_classes is not None:
         changes["num_classes"] = num_classes
@@ -113,7 +115,6 @@ def create_model(
         changes["image_size"] = image_size
     if changes:
         cfg = cfg.replace(**changes)
-    cfg = apply_compat(cfg, compat)
     model = build_model(cfg, text_encoder, offline)
     if (pretrained or backbone_weights) and cfg.arch != "mghft":
         raise ValueError(f"pretrained backbone weights apply to MGHFT models, not to the {cfg.arch!r} baseline")
