@@ -285,3 +285,27 @@ def test_view_texts_for_a_model_without_its_text_encoder_are_a_422(tmp_path: Pat
             pool.submit(httpx.post, f"{srv.url}/v1/predict", json={"images": [{"data": _b64(good),
                         "description": DESCRIPTION}]}, timeout=30).result()  # fmt: skip
             assert bare.result().status_code == 200
+
+
+def test_a_request_abandoned_as_its_batch_finishes_does_not_stop_the_worker() -> None:
+    from mghft.serve.batcher import Batcher
+
+    held, go = {}, threading.Event()
+
+    def run(images: list, texts: object, sources: object, explain: bool) -> list:
+        if images == ["first"]:
+            go.wait(10)
+            future = held["first"]
+            future.cancel()  # the client gave up (504) ...
+            future.done = lambda: False  # ... right after the worker checked
+        return [f"{im}!" for im in images]
+
+    batcher = Batcher(run, batch_size=1, max_wait=0).start()
+    try:
+        held["first"] = batcher.submit(["first"], [[None] * 4], ["absent"], False)
+        go.set()
+        second = batcher.submit(["second"], [[None] * 4], ["absent"], False)
+        assert second.result(10) == ["second!"]
+        assert batcher.running
+    finally:
+        batcher.stop()

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,8 +91,7 @@ class Batcher:
             self._jobs.clear()
             self._pending = 0
         for job in jobs:
-            if not job.future.done():
-                job.future.set_exception(RuntimeError("the service is shutting down"))
+            _settle(job.future, exception=RuntimeError("the service is shutting down"))
         if self._thread is not None:
             self._thread.join(timeout)
         self._thread = None
@@ -161,8 +160,7 @@ class Batcher:
                 out = self.run_fn(images, texts, sources, explain)
             except BaseException as e:  # hand the error to every waiting request, keep serving
                 for job, _, _ in slices:
-                    if not job.future.done():
-                        job.future.set_exception(e)
+                    _settle(job.future, exception=e)
                     self._drop(job)
                 continue
             self.batches_run += 1
@@ -173,8 +171,8 @@ class Batcher:
                 job.results.extend(out[k : k + b - a])
                 k += b - a
                 job.done += b - a
-                if job.done == len(job.images) and not job.future.done():
-                    job.future.set_result(job.results)
+                if job.done == len(job.images):
+                    _settle(job.future, result=job.results)
 
     def _drop(self, job: _Job) -> None:
         """Remove a failed job's images that are still waiting."""
@@ -183,3 +181,14 @@ class Batcher:
                 self._pending -= len(job.images) - job.taken
                 job.taken = len(job.images)
                 self._jobs.remove(job)
+
+
+def _settle(future: Future, *, result: Any = None, exception: BaseException | None = None) -> None:
+    """Complete ``future`` unless it is already done; the waiting request may cancel it at any moment (timeout)."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except InvalidStateError:  # cancelled (or completed) meanwhile: nobody is waiting for it
+        pass
