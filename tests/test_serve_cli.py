@@ -133,3 +133,18 @@ def test_serve_command_applies_its_flags(checkpoint: Path, tmp_path: Path, monke
     assert settings.api_key == "k3y"
     assert config.app.state.predictor.interpreter is not None  # the store answers for described images
     config.app.state.predictor.interpreter.close()
+
+
+def test_serve_refuses_an_empty_api_key_file(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    started = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: started.append(self))
+    monkeypatch.delenv("MGHFT_API_KEY", raising=False)
+    key = tmp_path / "key.txt"
+    key.write_text("\n", encoding="utf-8")  # e.g. a secret that was not mounted
+    rc = main(["serve", "--model", str(checkpoint), "--api-key-file", str(key)])
+    assert rc != 0 and not started  # never served without the key the operator asked for
+    assert "key.txt" in capsys.readouterr().err

@@ -283,6 +283,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from mghft.serve.predictor import load_predictor
 
     key = args.api_key_file.read_text(encoding="utf-8").strip() if args.api_key_file else None
+    if args.api_key_file and not key:  # serving without the key asked for would leave the service open
+        print(f"error: the API key file {args.api_key_file} is empty", file=sys.stderr)
+        return 2
     key = key or os.environ.get(API_KEY_ENV) or None
     settings = ServeSettings(
         max_file_bytes=int(args.max_file_mb * (1 << 20)),
