@@ -332,3 +332,23 @@ def test_bad_selection_settings_name_the_field() -> None:
         TrainConfig(select_metric="f1")  # would silently select on weighted F1
     with pytest.raises(ConfigError, match="patience"):
         TrainConfig(patience=0)  # would stop after the first epoch whatever it scored
+
+
+def test_last_checkpoint_restores_every_random_stream(tmp_path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    from mghft.train.loop import _restore, _save_last
+
+    model = mghft.create_model("mghft_tiny", text_encoder=False)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    np.random.seed(3)
+    np.random.random(5)  # a stream part-way through its block
+    random.gauss(0, 1)  # and one holding a spare Gaussian
+    state = {"epoch": 1, "step": 4, "history": []}
+    _save_last(tmp_path / "last", model, tuple(f"c{i}" for i in range(7)), optimizer, scaler, state)
+    expected = (np.random.random(3).tolist(), random.gauss(0, 1), random.random(), torch.rand(2).tolist())
+    _restore(tmp_path / "last", model, optimizer, scaler)
+    assert (np.random.random(3).tolist(), random.gauss(0, 1), random.random(), torch.rand(2).tolist()) == expected

@@ -523,6 +523,7 @@ def _save_last(
     state: dict[str, Any],
 ) -> None:
     def write_state(tmp: Path) -> None:
+        np_tail = np.random.get_state()[2:]  # position in the key block, cached Gaussian
         torch.save(
             {
                 "optimizer": optimizer.state_dict(),
@@ -532,7 +533,9 @@ def _save_last(
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "numpy_rng": json.dumps(np.random.get_state()[1].tolist()),
+                "numpy_rng_pos": json.dumps([int(x) if i < 2 else float(x) for i, x in enumerate(np_tail)]),
                 "python_rng": json.dumps(random.getstate()[1]),
+                "python_gauss_next": json.dumps(random.getstate()[2]),
             },
             tmp / STATE_NAME,
         )
@@ -553,8 +556,9 @@ def _restore(
     if torch.cuda.is_available() and blob["cuda_rng"]:
         torch.cuda.set_rng_state_all(blob["cuda_rng"])
     np_state = np.random.get_state()
-    np.random.set_state((np_state[0], np.array(json.loads(blob["numpy_rng"]), dtype=np.uint32), *np_state[2:]))
-    random.setstate((3, tuple(json.loads(blob["python_rng"])), None))
+    np_tail = json.loads(blob["numpy_rng_pos"]) if "numpy_rng_pos" in blob else np_state[2:]
+    np.random.set_state((np_state[0], np.array(json.loads(blob["numpy_rng"]), dtype=np.uint32), *np_tail))
+    random.setstate((3, tuple(json.loads(blob["python_rng"])), json.loads(blob.get("python_gauss_next", "null"))))
     state = dict(blob["state"])
     state["history"] = json.loads(blob["history"])
     return state
