@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from mghft.data import SER30K_CLASSES, read_manifest
 from mghft.demo.dataset import SIZES, artworks, build_dataset, load_captions, load_emoji_emotions
@@ -70,6 +71,9 @@ def test_small_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     for key, path in summary["paths"].items():
         assert Path(path).exists(), key
     assert len(list((out / "gallery" / "heatmaps").glob("*.png"))) == summary["test_images"]
+    # The example's overlay shows the sticker as the model saw it: transparency on white, not black.
+    example = Image.open(out / "example_heatmap.png").convert("RGB")
+    assert Image.open(out / "example.png").getpixel((0, 0))[3] == 0 and example.getpixel((0, 0))[0] == 255
     for name in ("metrics.json", "report.md", "confusion_matrix.png"):
         assert (out / "train" / "test" / name).exists(), name
 

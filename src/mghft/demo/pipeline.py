@@ -185,9 +185,11 @@ def run_demo(
     t = time.perf_counter()
     example_path, example_truth = make_example(out / "example.png", seed)
     [ex] = predictor.predict([example_path], explain=True)
+    from mghft.data.images import load_image
     from mghft.serve.predictor import heatmap_overlay
 
-    heatmap_overlay(Image.open(example_path).convert("RGB"), ex.explanation).save(out / "example_heatmap.png")
+    # transparency on white, as the model saw it (a plain convert("RGB") turns it black)
+    heatmap_overlay(load_image(example_path), ex.explanation).save(out / "example_heatmap.png")
     timings["predict"] = time.perf_counter() - t
     predictor.interpreter.close()
     store.close()
