@@ -108,3 +108,11 @@ def test_create_model_from_an_official_checkpoint_keeps_its_compat(
     with pytest.warns(UserWarning, match="compat='official'; using 'none'"):
         fixed = mghft.create_model("mghft_tiny", pretrained=tmp_path / "ckpt", compat="none", text_encoder=False)
     assert fixed.cfg.compat == "none" and fixed.cfg.text.masked_mean
+
+
+def test_descriptions_of_the_wrong_shape_are_errors_not_absent_views() -> None:
+    with pytest.raises(ValueError, match=r"unknown view\(s\) \['posture'\]"):
+        view_texts({"posture": "waving"})
+    with pytest.raises(ValueError, match="sections"):
+        view_texts("a cat waving")
+    assert view_texts("") == [None] * 4 and view_texts({}) == [None] * 4

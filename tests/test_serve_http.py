@@ -163,6 +163,13 @@ def test_every_malformed_request_gets_a_4xx_with_a_reason(client: httpx.Client, 
             "description",
         ),  # fmt: skip
         ("explain not a bool", {"files": _files(good), "params": {"explain": "maybe"}}, 422, "explain"),
+        (
+            "unknown view name",
+            {"json": {"images": [{"data": _b64(good), "description": {"posture": "waving"}}]}},
+            422,
+            "unknown view",
+        ),  # fmt: skip
+        ("text without sections", {"files": _files(good), "data": {"description": "just a cat"}}, 422, "sections"),
     ]
     for name, kwargs, status, reason in cases:
         r = client.post("/v1/predict", **kwargs)

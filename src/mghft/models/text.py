@@ -82,7 +82,8 @@ def load_text_backbone(name: str, offline: bool | None = None) -> tuple[nn.Modul
 def view_texts(description: Mapping[str, str] | str | None, identical_views: bool = False) -> list[str | None]:
     """The four strings the encoder reads for one sticker, ``None`` where a view is absent.
 
-    ``description`` is a view -> text mapping (or the public code's ``#The sticker's ...`` text). With
+    ``description`` is a view -> text mapping (or the public code's ``#The sticker's ...`` text); an unknown view
+    name, or a non-empty text without any section, is a ``ValueError`` rather than silently absent views. With
     ``identical_views`` every view gets the whole lower-cased description, as the public code does by mistake.
     """
     from mghft.views import parse_official_text
@@ -92,8 +93,16 @@ def view_texts(description: Mapping[str, str] | str | None, identical_views: boo
     if isinstance(description, str):
         whole = description
         views = parse_official_text(description)
+        if whole.strip() and not views:
+            raise ValueError(
+                "a description text needs '#The sticker's intention/style/main role/gesture' sections; "
+                "give a mapping of view texts instead"
+            )
     else:
-        views = {k: v for k, v in description.items() if k in VIEWS}
+        unknown = sorted(set(description) - set(VIEWS))
+        if unknown:
+            raise ValueError(f"unknown view(s) {unknown} in a description; views are {list(VIEWS)}")
+        views = dict(description)
         whole = format_official_text({k: v for k, v in views.items() if v and v.strip()})
     if identical_views:
         return [whole.strip().lower() if whole.strip() else None] * len(VIEWS)

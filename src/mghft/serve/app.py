@@ -254,7 +254,7 @@ def _parse_descriptions_field(key: str, value: str) -> list[Any]:
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError:
-        if key == "description":  # a single plain-text description
+        if key == "description":  # a single description in the public code's '#The sticker's ...' text form
             return [value]
         raise _http(400, f"'{key}' is not valid JSON") from None
     if key == "description":
@@ -353,6 +353,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             views, source = predictor.resolve_views(im, up.description)
         except HTTPException:
             raise
+        except ValueError as e:  # a description of the wrong shape (unknown view, text without sections)
+            raise _http(422, f"image {index} ({up.name}): {e}") from None
         except Exception as e:  # the interpreter failed for this image
             raise _http(502, f"image {index} ({up.name}): the interpreter failed: {e}") from None
         if any(views) and predictor.model.text_encoder is None:  # caught here, it cannot fail a shared batch
