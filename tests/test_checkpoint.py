@@ -198,3 +198,10 @@ def test_checkpoint_and_weights_load_from_the_hub_cache_offline(
     assert torch.equal(
         got.backbone.state_dict()["stages.1.blocks.0.attn.q.weight"], sd["stages.1.blocks.0.attn.q.weight"]
     )
+
+
+def test_a_mistyped_local_path_is_never_sent_to_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(FileNotFoundError, match="checkpoint folder runs/bets does not exist"):
+        mghft.load_model("runs/bets", offline=False)

@@ -93,7 +93,9 @@ def resolve_weights(
             from huggingface_hub import hf_hub_download
 
             got = Path(hf_hub_download(entry.hf_repo, entry.hf_filename or entry.filename))
-            shutil.copyfile(got, target)
+            part = target.with_suffix(target.suffix + ".part")
+            shutil.copyfile(got, part)
+            os.replace(part, target)  # an interrupted copy never passes for the cached file
         else:
             assert entry.url is not None
             _download(entry.url, target, entry.sha256)
@@ -107,10 +109,14 @@ def resolve_weights(
 def _download(url: str, target: Path, sha256: str | None) -> None:
     tmp = target.with_suffix(target.suffix + ".part")
     h = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-        for chunk in iter(lambda: r.read(1 << 20), b""):
-            h.update(chunk)
-            f.write(chunk)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+            for chunk in iter(lambda: r.read(1 << 20), b""):
+                h.update(chunk)
+                f.write(chunk)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     if sha256 and h.hexdigest() != sha256:
         tmp.unlink(missing_ok=True)
         raise WeightsNotFoundError(f"checksum mismatch for {url}: got {h.hexdigest()}, expected {sha256}")
@@ -215,7 +221,8 @@ def resolve_checkpoint_dir(path_or_repo: str | Path, offline: bool | None = None
             raise FileNotFoundError(f"{p} is a file; a checkpoint is a folder with {WEIGHTS_NAME} and {CONFIG_NAME}")
         return p
     s = str(path_or_repo)
-    if s.count("/") != 1 or s.startswith((".", "/")):
+    # A path whose parent folder exists here is a mistyped local path, never a Hub repo of the same name.
+    if s.count("/") != 1 or s.startswith((".", "/", "~")) or p.parent.is_dir():
         raise FileNotFoundError(f"checkpoint folder {p} does not exist")
     from huggingface_hub import snapshot_download
 
