@@ -352,3 +352,32 @@ def test_last_checkpoint_restores_every_random_stream(tmp_path: Path) -> None:
     expected = (np.random.random(3).tolist(), random.gauss(0, 1), random.random(), torch.rand(2).tolist())
     _restore(tmp_path / "last", model, optimizer, scaler)
     assert (np.random.random(3).tolist(), random.gauss(0, 1), random.random(), torch.rand(2).tolist()) == expected
+
+
+def test_evaluation_needs_the_runs_split_and_a_checkpoint_fixes_the_model(tmp_path: Path) -> None:
+    from mghft.config import ConfigError
+    from mghft.train.evaluate import evaluate_checkpoint
+
+    manifest = synthetic.write_manifest(tmp_path / "data", n_per_class=10)
+    cfg = _cfg(tmp_path, DataConfig(format="manifest", root=str(manifest)), epochs=1)
+    train(cfg)
+    elsewhere = TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "other")})
+    with pytest.raises(FileNotFoundError, match="no split file"):
+        evaluate_checkpoint(Path(cfg.output) / "best", elsewhere, out=tmp_path / "eval")
+    assert not (tmp_path / "other" / "split.json").exists()
+    again = TrainConfig(**{**cfg.__dict__, "pretrained": str(Path(cfg.output) / "best"), "image_size": 32})
+    with pytest.raises(ConfigError, match="image_size"):
+        train(again)
+
+
+def test_two_caches_on_one_folder_keep_each_others_rows(tmp_path: Path) -> None:
+    from mghft.features import TextFeatureCache
+
+    cfg = mghft.create_model("mghft_tiny", text_encoder=False).cfg.text
+    a, b = TextFeatureCache(tmp_path, cfg), TextFeatureCache(tmp_path, cfg)  # opened before either wrote
+    fa = a.get(["a happy cat"])
+    fb = b.get(["a sad dog"])
+    c = TextFeatureCache(tmp_path, cfg)
+    assert len(c) == 2
+    assert torch.equal(c.get(["a happy cat"]), fa) and torch.equal(c.get(["a sad dog"]), fb)
+    assert c.computed == 0

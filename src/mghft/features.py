@@ -8,17 +8,21 @@ each distinct view text is encoded once and stored. The cache is content-address
 - inside it, one row per distinct *text*, keyed by the sha256 of the text: a changed description is a new text
   and is encoded on the next use, while unchanged texts are reused.
 
-Rows live in append-only ``shard-NNNNN.safetensors`` files listed by ``index.json``, which is replaced
-atomically after each shard is written: an interrupted run loses at most the shard it was writing.
+Rows live in append-only ``shard-<unique id>.safetensors`` files; ``index.json`` maps each text to its shard and
+row and is merged and replaced atomically under a file lock after each shard is written, so several processes can
+fill one cache at once and an interrupted run loses at most the shard it was writing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -28,7 +32,7 @@ from torch import Tensor
 from mghft.config import TextConfig
 from mghft.models.text import TextEncoder, view_texts
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 _FINGERPRINT_FIELDS = ("encoder", "dim", "max_length", "last_layers", "masked_mean", "pad_to_max_length")
 
 
@@ -60,22 +64,38 @@ class TextFeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._factory = encoder_factory or (lambda: TextEncoder.from_config(cfg))
         self._encoder: TextEncoder | None = None
-        self._rows: dict[str, tuple[int, int]] = {}
-        self._shards: list[Tensor] = []
+        self._rows: dict[str, tuple[str, int]] = {}
+        self._shards: dict[str, Tensor] = {}
         self.computed = 0
         self.reused = 0
-        self._load()
+        with self._locked():
+            self._merge_index()
+            if not (self.dir / "settings.json").exists():
+                spec = {k: getattr(self.cfg, k) for k in _FINGERPRINT_FIELDS}
+                (self.dir / "settings.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
 
-    def _load(self) -> None:
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive lock on the cache folder: several processes may fill one cache at the same time."""
+        with open(self.dir / ".lock", "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _merge_index(self) -> None:
+        """Take in the rows other processes have written (call under the lock)."""
         index = self.dir / "index.json"
-        if not index.exists():
-            spec = {k: getattr(self.cfg, k) for k in _FINGERPRINT_FIELDS}
-            (self.dir / "settings.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
-            return
-        meta = json.loads(index.read_text(encoding="utf-8"))
-        for name in meta["shards"]:
-            self._shards.append(load_file(str(self.dir / name))["features"])
-        self._rows = {k: (s, r) for k, (s, r) in meta["rows"].items()}
+        if index.exists():
+            meta = json.loads(index.read_text(encoding="utf-8"))
+            for k, (shard, row) in meta["rows"].items():
+                self._rows.setdefault(k, (shard, row))
+
+    def _features(self, shard: str, row: int) -> Tensor:
+        if shard not in self._shards:
+            self._shards[shard] = load_file(str(self.dir / shard))["features"]
+        return self._shards[shard][row]
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -84,20 +104,17 @@ class TextFeatureCache:
         return text_key(text) in self._rows
 
     def _save_shard(self, keys: list[str], feats: Tensor) -> None:
-        shard_id = len(self._shards)
-        name = f"shard-{shard_id:05d}.safetensors"
+        name = f"shard-{uuid.uuid4().hex}.safetensors"  # unique: concurrent writers never share a file
         save_file({"features": feats.contiguous()}, str(self.dir / name))
-        self._shards.append(feats)
-        for row, k in enumerate(keys):
-            self._rows[k] = (shard_id, row)
-        meta = {
-            "format": CACHE_FORMAT,
-            "shards": [f"shard-{i:05d}.safetensors" for i in range(len(self._shards))],
-            "rows": self._rows,
-        }
-        tmp = self.dir / "index.json.tmp"
-        tmp.write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(tmp, self.dir / "index.json")
+        self._shards[name] = feats
+        with self._locked():
+            self._merge_index()
+            for row, k in enumerate(keys):
+                self._rows.setdefault(k, (name, row))
+            meta = {"format": CACHE_FORMAT, "rows": self._rows}
+            tmp = self.dir / f"index.json.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(meta), encoding="utf-8")
+            os.replace(tmp, self.dir / "index.json")
 
     def get(self, texts: Sequence[str], batch_size: int = 64, shard_size: int = 4096) -> Tensor:
         """Features (n, dim) of ``texts``, encoding and storing the ones not cached yet."""
@@ -118,7 +135,7 @@ class TextFeatureCache:
                 self.computed += len(chunk)
         if not keys:
             return torch.zeros(0, self.cfg.dim)
-        return torch.stack([self._shards[s][r] for s, r in (self._rows[k] for k in keys)])
+        return torch.stack([self._features(s, r) for s, r in (self._rows[k] for k in keys)])
 
 
 def view_feature_table(

@@ -28,8 +28,14 @@ from mghft.data import (
 from mghft.train.config import DataConfig
 
 
-def load_splits(cfg: DataConfig, output: Path, log: bool = True) -> dict[str, DatasetIndex]:
-    """``{"train", "val", "test"}`` indexes for ``cfg``, validated (bad items stop the run or are skipped)."""
+def load_splits(
+    cfg: DataConfig, output: Path, log: bool = True, *, create_split: bool = True, report_dir: Path | None = None
+) -> dict[str, DatasetIndex]:
+    """``{"train", "val", "test"}`` indexes for ``cfg``, validated (bad items stop the run or are skipped).
+
+    Without an official split the run's split file (``data.split_file`` or ``<output>/split.json``) is read, or
+    made and written when ``create_split``; skipped items are saved to ``<report_dir or output>/skipped.json``.
+    """
     if cfg.format == "ser30k":
         parts = {s: read_ser30k(cfg.root, s, cfg.annotations) for s in ("train", "val", "test")}
     else:
@@ -42,6 +48,10 @@ def load_splits(cfg: DataConfig, output: Path, log: bool = True) -> dict[str, Da
         split_path = Path(cfg.split_file) if cfg.split_file else output / "split.json"
         if split_path.exists():
             split = Split.load(split_path)
+        elif not create_split:
+            raise FileNotFoundError(
+                f"no split file at {split_path}: evaluate with the training config (same output or data.split_file)"
+            )
         else:
             split = stratified_split(whole, cfg.split_fractions, seed=cfg.split_seed, group_by=cfg.group_by)
             split.save(split_path)
@@ -62,8 +72,9 @@ def load_splits(cfg: DataConfig, output: Path, log: bool = True) -> dict[str, Da
     if empty:
         raise ValueError(f"split(s) {empty} of {cfg.format} dataset {cfg.root} hold no usable images")
     if skipped:
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "skipped.json").write_text(json.dumps(skipped, indent=2, default=str), encoding="utf-8")
+        report_dir = report_dir or output
+        report_dir.mkdir(parents=True, exist_ok=True)
+        (report_dir / "skipped.json").write_text(json.dumps(skipped, indent=2, default=str), encoding="utf-8")
     return parts
 
 

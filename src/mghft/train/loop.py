@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from mghft.config import ConfigError
 from mghft.data import DatasetIndex, Preprocess, build_transform
 from mghft.data.ser30k import SER30K_CLASSES
 from mghft.evaluate import bootstrap_ci, compute_metrics, write_report
@@ -217,6 +218,9 @@ def _build_model(cfg: TrainConfig, classes: tuple[str, ...]) -> nn.Module:
     """
     trainable_text = bool(cfg.model_overrides.get("text", {}).get("trainable"))
     if isinstance(cfg.pretrained, str) and cfg.pretrained != "imagenet":
+        ignored = [k for k in ("model_overrides", "image_size") if getattr(cfg, k)]
+        if ignored:
+            raise ConfigError(f"pretrained: a checkpoint fixes the model; remove {ignored} or start from imagenet")
         model = load_model(cfg.pretrained, text_encoder=trainable_text)
         if tuple(model.checkpoint_meta["class_names"]) != tuple(classes):
             raise ValueError(f"{cfg.pretrained} has classes {model.checkpoint_meta['class_names']}, not {classes}")
