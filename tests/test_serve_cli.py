@@ -148,3 +148,6 @@ def test_serve_refuses_an_empty_api_key_file(
     rc = main(["serve", "--model", str(checkpoint), "--api-key-file", str(key)])
     assert rc != 0 and not started  # never served without the key the operator asked for
     assert "key.txt" in capsys.readouterr().err
+    rc = main(["serve", "--model", str(checkpoint), "--api-key-file", str(tmp_path / "absent.txt")])
+    assert rc == 2 and not started
+    assert "absent.txt" in capsys.readouterr().err

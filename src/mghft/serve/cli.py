@@ -282,7 +282,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from mghft.serve.app import API_KEY_ENV, ServeSettings, create_app, uvicorn_config
     from mghft.serve.predictor import load_predictor
 
-    key = args.api_key_file.read_text(encoding="utf-8").strip() if args.api_key_file else None
+    try:
+        key = args.api_key_file.read_text(encoding="utf-8").strip() if args.api_key_file else None
+    except OSError as e:
+        print(f"error: cannot read the API key file {args.api_key_file}: {e.strerror or e}", file=sys.stderr)
+        return 2
     if args.api_key_file and not key:  # serving without the key asked for would leave the service open
         print(f"error: the API key file {args.api_key_file} is empty", file=sys.stderr)
         return 2
