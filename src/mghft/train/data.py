@@ -34,7 +34,8 @@ def load_splits(
     """``{"train", "val", "test"}`` indexes for ``cfg``, validated (bad items stop the run or are skipped).
 
     Without an official split the run's split file (``data.split_file`` or ``<output>/split.json``) is read, or
-    made and written when ``create_split``; skipped items are saved to ``<report_dir or output>/skipped.json``.
+    made and written when ``create_split``; with ``log`` skipped items are printed and saved to
+    ``<report_dir or output>/skipped.json``.
     """
     if cfg.format == "ser30k":
         parts = {s: read_ser30k(cfg.root, s, cfg.annotations) for s in ("train", "val", "test")}
@@ -71,7 +72,7 @@ def load_splits(
     empty = [name for name, part in parts.items() if len(part) == 0]
     if empty:
         raise ValueError(f"split(s) {empty} of {cfg.format} dataset {cfg.root} hold no usable images")
-    if skipped:
+    if skipped and log:
         report_dir = report_dir or output
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "skipped.json").write_text(json.dumps(skipped, indent=2, default=str), encoding="utf-8")

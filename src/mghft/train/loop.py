@@ -326,7 +326,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
                 stacklevel=2,
             )
     seed_everything(cfg.seed)
-    parts = load_splits(cfg.data, out, log=info.main)
+    # The main process makes the split file (when there is none); the others read it after the barrier.
+    parts = load_splits(cfg.data, out, log=True) if info.main else None
+    if info.world > 1:
+        dist.barrier()
+    if parts is None:
+        parts = load_splits(cfg.data, out, log=False, create_split=False)
     classes = parts["train"].classes
 
     model = _build_model(cfg, classes)
