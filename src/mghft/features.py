@@ -16,7 +16,6 @@ fill one cache at once and an interrupted run loses at most the shard it was wri
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -160,8 +159,3 @@ def view_feature_table(
                 table[i, v] = feats[row_of[t]]
                 mask[i, v] = True
     return table, mask
-
-
-def cache_settings(cfg: TextConfig) -> dict[str, object]:
-    """The settings that key a cache folder (for logs)."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k in _FINGERPRINT_FIELDS}
