@@ -1,0 +1,28 @@
+"""The project's error types: every mistake a user can make is raised as one of these.
+
+``mghft.cli.main`` turns them into one ``error: …`` line (plus an optional ``hint: …`` line) and an exit code;
+library code raises them with the file, row, field or flag at fault and, where known, the fix.
+"""
+
+from __future__ import annotations
+
+
+class MghftError(Exception):
+    """A failure the user can act on: the message names what is wrong and where; ``hint`` says the fix.
+
+    Attributes:
+        hint: one line with the fix, or ``None``.
+        exit_code: the process exit code the CLI uses (1: runtime failure).
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class UsageError(MghftError):
+    """A mistaken invocation: a flag, argument or config field that cannot work (exit code 2)."""
+
+    exit_code = 2
