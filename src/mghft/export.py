@@ -5,8 +5,9 @@ The exported graph is the vision tower, the stage fusion and the head; the froze
 
 * ``images`` (B, 3, S, S) float32, preprocessed as the checkpoint says; ``text_features`` (B, 4, text_dim) float32;
   ``view_mask`` (B, 4) bool (False: view absent, its features ignored).
-* ``logits`` and ``probabilities`` (B, classes), ``view_attention`` (B, 4), and ``patches_stage<i>`` (B, K_i)
-  int64, the patches Local Re-Attention picked (row-major in the stage grid).
+* ``logits`` and ``probabilities`` (B, classes): the probabilities are ``softmax(logits / T)`` with the
+  checkpoint's fitted temperature T (1 when it has none; metadata ``temperature``); ``view_attention`` (B, 4), and
+  ``patches_stage<i>`` (B, K_i) int64, the patches Local Re-Attention picked (row-major in the stage grid).
 
 The file carries what a deployment needs to use it, as JSON: class names, preprocessing, view names, input size,
 stage grids, text encoder id (ONNX ``metadata_props`` key ``mghft``; TorchScript extra file ``mghft.json``).
@@ -35,9 +36,10 @@ METADATA_KEY = "mghft"
 class ExportWrapper(nn.Module):
     """The model with tensor inputs and a fixed tuple of outputs (what exporters need)."""
 
-    def __init__(self, model: MGHFT) -> None:
+    def __init__(self, model: MGHFT, temperature: float = 1.0) -> None:
         super().__init__()
         self.model = model
+        self.temperature = float(temperature)
 
     def forward(self, images: Tensor, text_features: Tensor, view_mask: Tensor) -> tuple[Tensor, ...]:
         out = self.model(images, text_features=text_features, view_mask=view_mask, explain=True)
@@ -45,7 +47,12 @@ class ExportWrapper(nn.Module):
         attn = out.get("view_attention")
         if attn is None:  # fusion without text attention: no per-view weights
             attn = torch.full((images.shape[0], len(VIEWS)), 1.0 / len(VIEWS), device=images.device)
-        return (logits, torch.softmax(logits, dim=-1), attn, *[idx for idx, _ in out["local_patches"]])
+        return (
+            logits,
+            torch.softmax(logits / self.temperature, dim=-1),
+            attn,
+            *[idx for idx, _ in out["local_patches"]],
+        )
 
 
 def output_names(model: MGHFT) -> list[str]:
@@ -82,7 +89,20 @@ def export_metadata(model: MGHFT, class_names: Sequence[str], preprocess: dict[s
         "inputs": list(INPUT_NAMES),
         "outputs": output_names(model),
         "model": model.cfg.to_dict(),
+        "temperature": checkpoint_temperature(model),
+        "calibrated": bool((getattr(model, "checkpoint_meta", None) or {}).get("calibration")),
+        "emoji": (getattr(model, "checkpoint_meta", None) or {}).get("emoji"),
     }
+
+
+def checkpoint_temperature(model: MGHFT) -> float:
+    """The temperature fitted on val stored with the checkpoint (:mod:`mghft.calibration`), else 1."""
+    cal = (getattr(model, "checkpoint_meta", None) or {}).get("calibration")
+    if not cal:
+        return 1.0
+    from mghft.calibration import Calibration
+
+    return Calibration.from_dict(cal).temperature
 
 
 def export_model(
@@ -110,7 +130,7 @@ def export_model(
     model.eval()
     try:
         meta = export_metadata(model, class_names, preprocess)
-        wrapper = ExportWrapper(model).eval()
+        wrapper = ExportWrapper(model, checkpoint_temperature(model)).eval()
         inputs = example_inputs(model)
         path.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "onnx":
@@ -198,7 +218,7 @@ def compare_outputs(model: MGHFT, exported: ExportedModel, inputs: tuple[Tensor,
     text_encoder, model.text_encoder = model.text_encoder, None
     try:
         with torch.no_grad():
-            ref = ExportWrapper(model)(*inputs)
+            ref = ExportWrapper(model, checkpoint_temperature(model))(*inputs)
     finally:
         model.text_encoder = text_encoder
     got = exported(*(t.numpy() for t in inputs))

@@ -30,9 +30,9 @@ def register(sub: Any) -> None:
         description="Predict the emotion of every image under PATHS (folders searched recursively for image "
         "files). Unreadable files are reported by name and skipped.",
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="image files or folders")
     p.add_argument("--model", required=True, help="checkpoint folder or Hugging Face Hub repo id")
-    p.add_argument("--out", type=Path, required=True, help="output file: .csv or .jsonl")
+    p.add_argument("--out", type=Path, help="output file: .csv or .jsonl (optional with a sticker pack)")
     p.add_argument("--format", choices=("csv", "jsonl"), help="output format (default: from the --out suffix)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--workers", type=int, default=4, help="threads decoding images")
@@ -41,6 +41,30 @@ def register(sub: Any) -> None:
                    help="write heatmap overlays (PNG) into DIR (default: <out>_explain/)")  # fmt: skip
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("probabilities and emoji tags")
+    g.add_argument(
+        "--uncalibrated",
+        action="store_true",
+        help="probabilities without the checkpoint's temperature (default: calibrated when it has one)",
+    )
+    g.add_argument(
+        "--emoji-map",
+        type=Path,
+        metavar="FILE",
+        help="JSON {label: emoji} overriding the checkpoint's emoji for each emotion",
+    )
+    g.add_argument(
+        "--whatsapp-pack",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a WhatsApp sticker-pack folder: predict its stickers and write their 'emojis' (at most 3) "
+        "into its contents.json, other fields kept (repeatable)",
+    )
+    g.add_argument("--telegram-list", type=Path, action="append", default=[], metavar="FILE",
+                   help="a JSON list of Telegram InputSticker objects: predict the local sticker files and write "
+                   "their 'emoji_list', other fields kept (repeatable)")  # fmt: skip
     _add_interpreter_args(p)
     p.set_defaults(handler=_cmd_predict)
 
@@ -143,6 +167,7 @@ def _row(pred: Any, classes: list[str], overlay: str) -> dict[str, Any]:
     from mghft.views import VIEWS
 
     row: dict[str, Any] = {"path": pred.name, "label": pred.label, "confidence": round(pred.confidence, 6)}
+    row["emoji"] = " ".join(pred.emoji)
     for c in classes:
         row[f"p_{c}"] = round(pred.probabilities[c], 6)
     row["view_source"] = pred.view_source
@@ -161,24 +186,52 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mghft.data.images import ImageLoadError
+    from mghft.emoji import read_emoji_map, telegram_stickers, unique_files, whatsapp_stickers
     from mghft.serve.predictor import heatmap_overlay, load_predictor
 
-    fmt = args.format or ("csv" if args.out.suffix.lower() == ".csv" else "jsonl" if args.out.suffix else None)
-    if fmt is None:
+    packs = [whatsapp_stickers(d) for d in args.whatsapp_pack] + [telegram_stickers(f) for f in args.telegram_list]
+    if args.out is None and not packs:
+        print("error: give --out (a .csv or .jsonl file) or a sticker pack to fill", file=sys.stderr)
+        return 2
+    if not args.paths and not packs:
+        print("error: give image files or folders (PATH), or a sticker pack", file=sys.stderr)
+        return 2
+    out = args.out
+    fmt = (
+        None
+        if out is None
+        else args.format or ("csv" if out.suffix.lower() == ".csv" else "jsonl" if out.suffix else None)
+    )
+    if out is not None and fmt is None:
         print("error: give --format or an --out file ending in .csv or .jsonl", file=sys.stderr)
         return 2
     files, ignored = find_images(args.paths)
+    files += [f for f in unique_files(p[2] for p in packs) if f not in set(files)]
     if not files:
         print(f"error: no image files under {' '.join(map(str, args.paths))}", file=sys.stderr)
         return 1
     interpreter = _build_interpreter(args)
-    predictor = load_predictor(args.model, device=args.device, max_pixels=args.max_pixels, batch_size=args.batch_size)
+    predictor = load_predictor(
+        args.model,
+        device=args.device,
+        max_pixels=args.max_pixels,
+        batch_size=args.batch_size,
+        calibrated=not args.uncalibrated,
+        emoji=read_emoji_map(args.emoji_map) if args.emoji_map else None,
+    )
+    if packs and not predictor.emoji:
+        print("error: this model's classes have no emoji; give --emoji-map FILE with one per class", file=sys.stderr)
+        return 2
     predictor.interpreter = interpreter
     explain_dir: Path | None = None
     if args.explain is not None:
-        explain_dir = Path(args.explain) if args.explain else args.out.with_name(args.out.stem + "_explain")
+        if not args.explain and out is None:
+            print("error: --explain needs a folder when there is no --out", file=sys.stderr)
+            return 2
+        explain_dir = Path(args.explain) if args.explain else out.with_name(out.stem + "_explain")
         explain_dir.mkdir(parents=True, exist_ok=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
 
     def load(path: Path) -> Any:
         try:
@@ -189,7 +242,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             return ImageLoadError(str(path), str(e))
 
     done = skipped = 0
-    writer = _Writer(args.out, fmt, predictor.class_names, explain=True)
+    tags: dict[Path, list[str]] = {}
+    writer = _Writer(out, fmt, predictor.class_names, explain=True) if out is not None else None
     bar = tqdm(total=len(files), unit="img", disable=args.no_progress, file=sys.stderr)
     try:
         with ThreadPoolExecutor(max(1, args.workers)) as pool:
@@ -217,12 +271,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                         target = explain_dir / f"{start + k:06d}_{Path(pred.name).stem}.png"
                         heatmap_overlay(loaded.image, pred.explanation).save(target)
                         overlay = str(target)
-                    writer.write(pred, overlay)
+                    if writer is not None:
+                        writer.write(pred, overlay)
+                    tags[Path(pred.name)] = pred.emoji
                     done += 1
                 bar.update(len(chunk))
     finally:
         bar.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
         if interpreter is not None and hasattr(interpreter, "close"):
             interpreter.close()
     meta = {
@@ -234,9 +291,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "handler"},
     }
     meta["args"]["paths"] = [str(p) for p in args.paths]
-    args.out.with_name(args.out.name + ".meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    print(f"{done} predicted, {skipped} skipped, {ignored} non-image files ignored -> {args.out}", file=sys.stderr)
+    meta["calibrated"], meta["temperature"] = predictor.calibrated, predictor.temperature
+    meta["packs"] = _fill_packs(args, tags)
+    if out is not None:
+        out.with_name(out.name + ".meta.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    print(
+        f"{done} predicted, {skipped} skipped, {ignored} non-image files ignored -> {out or 'packs'}", file=sys.stderr
+    )
     return 0 if done or not skipped else 1
+
+
+def _fill_packs(args: argparse.Namespace, tags: dict[Path, list[str]]) -> list[dict[str, Any]]:
+    """Write the predicted emoji into each sticker pack given (stickers that could not be read keep theirs)."""
+    from mghft.emoji import fill_telegram, fill_whatsapp
+
+    done = []
+    for kind, paths, fill in (
+        ("whatsapp", args.whatsapp_pack, fill_whatsapp),
+        ("telegram", args.telegram_list, fill_telegram),
+    ):
+        for p in paths:
+            path, filled = fill(p, tags)
+            print(f"{kind}: emoji for {filled} stickers written into {path}", file=sys.stderr)
+            done.append({"kind": kind, "file": str(path), "filled": filled})
+    return done
 
 
 class _Writer:
@@ -252,7 +330,7 @@ class _Writer:
         if fmt == "csv":
             from mghft.views import VIEWS
 
-            cols = ["path", "label", "confidence", *(f"p_{c}" for c in classes), "view_source"]
+            cols = ["path", "label", "confidence", "emoji", *(f"p_{c}" for c in classes), "view_source"]
             cols += [f"view_{v}" for v in VIEWS] + [f"weight_{v}" for v in VIEWS] + ["overlay"]
             self.csv = csv.DictWriter(self.fh, fieldnames=cols)
             self.csv.writeheader()

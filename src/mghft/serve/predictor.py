@@ -20,6 +20,7 @@ that went to each view's text tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import threading
@@ -37,6 +38,7 @@ from PIL import Image
 
 from mghft.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from mghft.data.transforms import Preprocess
+from mghft.emoji import emoji_tags
 from mghft.models.mghft import MGHFT
 from mghft.models.text import view_texts
 from mghft.views import VIEWS
@@ -122,6 +124,8 @@ class Prediction:
     explanation: Explanation | None = None
     sha256: str = ""
     size: tuple[int, int] = (0, 0)
+    emoji: list[str] = dataclasses.field(default_factory=list)
+    calibrated: bool = False
 
     @property
     def confidence(self) -> float:
@@ -139,6 +143,8 @@ class Prediction:
             "view_source": self.view_source,
             "sha256": self.sha256,
             "size": list(self.size),
+            "emoji": list(self.emoji),
+            "calibrated": self.calibrated,
         }
         if explain and self.explanation is not None:
             out["explanation"] = self.explanation.to_dict()
@@ -212,6 +218,10 @@ class Predictor:
         max_pixels: largest image accepted (width x height, checked before decoding).
         batch_size: images per forward pass in :meth:`predict`.
         metrics: the checkpoint's evaluation metrics (shown by the service).
+        temperature: divide the logits by this before the softmax (temperature scaling fitted on val,
+            :mod:`mghft.calibration`); 1.0: probabilities as the model gives them (uncalibrated).
+        emoji: class -> emoji for :attr:`Prediction.emoji` (default: :data:`mghft.emoji.DEFAULT_EMOJI`, where
+            every class has one).
     """
 
     def __init__(
@@ -226,9 +236,16 @@ class Predictor:
         batch_size: int = 16,
         metrics: Mapping[str, Any] | None = None,
         name: str = "",
+        temperature: float = 1.0,
+        emoji: Mapping[str, str] | None = None,
     ) -> None:
         if len(class_names) != model.cfg.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {model.cfg.num_classes} classes")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+        self.calibrated = temperature != 1.0
+        self.emoji = _emoji_or_none(class_names, emoji)
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.class_names = list(class_names)
@@ -362,7 +379,7 @@ class Predictor:
                 kwargs["text_features"] = tf[0].to(self.device)
                 kwargs["view_mask"] = tf[1].to(self.device)
             out = self.model(x, **kwargs)
-            probs = torch.softmax(out["logits"].float(), dim=-1).cpu().numpy()  # (B, C)
+            probs = torch.softmax(out["logits"].float() / self.temperature, dim=-1).cpu().numpy()  # (B, C)
             attn = out.get("view_attention")
             attn = attn.float().cpu().numpy() if attn is not None else None
             patches = [(i.cpu().numpy(), tuple(int(s) for s in size)) for i, size in out.get("local_patches", [])]
@@ -389,6 +406,8 @@ class Predictor:
                     explanation=expl,
                     sha256=im.sha256,
                     size=im.size,
+                    emoji=emoji_tags(p, self.emoji) if self.emoji else [],
+                    calibrated=self.calibrated,
                 )
             )
         return preds
@@ -438,7 +457,23 @@ class Predictor:
             "text_encoder": cfg.text.encoder,
             "interpreter": _interpreter_name(self.interpreter),
             "metrics": self.metrics,
+            "calibrated": self.calibrated,
+            "temperature": self.temperature,
+            "emoji": self.emoji,
         }
+
+
+def _emoji_or_none(class_names: Sequence[str], emoji: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The class -> emoji map: the given one (checked), else the defaults where they cover every class."""
+    from mghft.emoji import emoji_map
+    from mghft.errors import UsageError
+
+    try:
+        return emoji_map(class_names, emoji)
+    except UsageError:
+        if emoji:
+            raise
+        return None  # classes outside the default mapping and no map given: no tags
 
 
 def _interpreter_name(interpreter: Any) -> str | None:
@@ -477,6 +512,8 @@ def load_predictor(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     batch_size: int = 16,
     text_encoder: bool = True,
+    calibrated: bool = True,
+    emoji: Mapping[str, str] | None = None,
 ) -> Predictor:
     """A :class:`Predictor` for a checkpoint folder, a Hugging Face Hub repo id, or a registered variant name.
 
@@ -492,6 +529,8 @@ def load_predictor(
         batch_size: images per forward pass.
         text_encoder: load the text encoder (needed for view texts). When its files are not available offline,
             the predictor warns and runs bare images only.
+        calibrated: apply the checkpoint's fitted temperature (``config.json["calibration"]``) when it has one.
+        emoji: class -> emoji overriding the checkpoint's mapping (``config.json["emoji"]``) and the defaults.
     """
     from mghft.models.factory import create_model, load_model
     from mghft.registry import list_models
@@ -507,6 +546,7 @@ def load_predictor(
         if len(classes) != model.cfg.num_classes:
             classes = [f"class_{i}" for i in range(model.cfg.num_classes)]
         preprocess, metrics = Preprocess(size=model.cfg.image_size), {}
+        temperature, ck_emoji = 1.0, None
     else:
         from mghft.models.text import TextEncoderUnavailable
 
@@ -520,6 +560,12 @@ def load_predictor(
         preprocess = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else None
         metrics = meta.get("metrics") or {}
         name = Path(name).name if Path(name).exists() else name
+        temperature = 1.0
+        if calibrated and meta.get("calibration"):
+            from mghft.calibration import Calibration
+
+            temperature = Calibration.from_dict(meta["calibration"]).temperature
+        ck_emoji = meta.get("emoji")
     if isinstance(interpreter, str):
         interpreter = build_interpreter(interpreter, store=store)
     return Predictor(
@@ -532,6 +578,8 @@ def load_predictor(
         batch_size=batch_size,
         metrics=metrics,
         name=name,
+        temperature=temperature,
+        emoji={**(ck_emoji or {}), **(emoji or {})} or None,
     )
 
 

@@ -40,6 +40,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: no intervals)")
     p.set_defaults(handler=_evaluate)
 
+    p = sub.add_parser(
+        "calibrate",
+        help="fit a checkpoint's temperature on val so its probabilities mean what they say",
+        description="Temperature scaling (Guo et al., ICML 2017) fitted on the validation split of the run's data, "
+        "stored in the checkpoint's config.json and applied by predict, serve and export; writes ECE, NLL and a "
+        "reliability diagram before and after into <checkpoint>/calibration/. Training runs do this on their own.",
+    )
+    p.add_argument("model", type=Path, help="checkpoint folder (updated in place)")
+    p.add_argument("--config", type=Path,
+                   help="training config whose data section to use (default: the run's train.yaml beside the "
+                   "checkpoint)")  # fmt: skip
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable)")  # fmt: skip
+    p.add_argument("--split", default="val", choices=("train", "val"), help="split to fit on (default: val)")
+    p.add_argument("--emoji-map", type=Path, metavar="FILE",
+                   help="JSON {label: emoji} to store with the checkpoint (default: the built-in map)")  # fmt: skip
+    p.add_argument("--out", type=Path, help="report folder (default: <checkpoint>/calibration)")
+    p.set_defaults(handler=_calibrate)
+
 
 def _train(args: argparse.Namespace) -> int:
     from mghft.train.config import TrainConfig
@@ -65,4 +84,23 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.model, cfg, split=args.split, out=args.out, batch_size=args.batch_size, bootstrap=args.bootstrap
     )
     print(f"{args.split}: accuracy {res['metrics']['accuracy']:.4f}  report in {args.out}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from mghft.emoji import read_emoji_map
+    from mghft.errors import UsageError
+    from mghft.train.calibrate import calibrate_checkpoint
+    from mghft.train.config import TrainConfig
+
+    config = args.config or args.model.parent / "train.yaml"
+    if not config.is_file():
+        raise UsageError(f"no training config: {config} does not exist", hint="pass --config with the run's train.yaml")
+    cfg = TrainConfig.from_file(config, args.overrides)
+    emoji = read_emoji_map(args.emoji_map) if args.emoji_map else None
+    cal = calibrate_checkpoint(args.model, cfg, split=args.split, out=args.out, emoji=emoji)
+    print(
+        f"T = {cal.temperature:.4f} fitted on {cal.items} {args.split} items: ECE {100 * cal.ece_before:.2f}% -> "
+        f"{100 * cal.ece_after:.2f}%, NLL {cal.nll_before:.4f} -> {cal.nll_after:.4f}; stored in {args.model}"
+    )
     return 0

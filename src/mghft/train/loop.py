@@ -464,6 +464,8 @@ def _final_test(
     metrics = compute_metrics(y, pred, classes, probs)
     y0, pred0, probs0 = predict_loader(best, loaders["test"], info, cfg.amp, views_absent=True)
     bare = compute_metrics(y0, pred0, classes, probs0)
+    # Temperature scaling is fitted on val (every process takes part in the gathered prediction).
+    y_val, _, p_val = predict_loader(best, loaders["val"], info, cfg.amp)
     results = {
         "selected_on": cfg.select_on,
         "best_epoch": state["best_epoch"],
@@ -492,6 +494,11 @@ def _final_test(
             selected_on=cfg.select_on,
         )
         results["ci"] = ci
+        from mghft.train.calibrate import calibrate_after_training
+
+        results["calibration"] = calibrate_after_training(
+            out / "best", out / "test", classes, (y_val, p_val), (y, probs)
+        )
         (out / "results.json").write_text(json.dumps(results, indent=2, default=float), encoding="utf-8")
         # The checkpoint carries its test figures, with and without views, for whoever serves it.
         summary = {
