@@ -54,8 +54,13 @@ def register(subparsers: Any) -> None:
         help="write the four view descriptions of images into a description store",
         description="Describe images (files, folders, or a dataset) with a multimodal LLM or the offline backend.",
     )
-    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="image files or folders (searched recursively)")
-    p.add_argument("--store", type=Path, required=True, help="description store (SQLite file), created if missing")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="image files or folders (searched recursively); with --engine ray also manifests "
+                   "(.csv/.jsonl/.parquet) and object-store URIs")  # fmt: skip
+    p.add_argument("--store", type=Path,
+                   help="description store (SQLite file), created if missing (needed with --engine local)")  # fmt: skip
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="--engine ray: the Parquet folder to write (then `mghft descriptions import`)")  # fmt: skip
     _add_dataset_args(p)
     _add_backend_args(p, offline=True)
     p.add_argument("--prompt-version", help="package prompt version (default: newest)")
@@ -65,6 +70,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-ocr", action="store_true", help="offline backend: skip OCR")
     p.add_argument("--summary-json", type=Path, help="also write the closing summary here")
     p.add_argument("--dry-run", action="store_true", help="plan only: counts and the request estimate, no calls")
+    from mghft.scale.cli import add_engine_args
+
+    add_engine_args(p, actors_help="interpreter clients, each with --concurrency requests in flight")
     p.set_defaults(handler=_cmd_interpret)
 
     d = subparsers.add_parser("descriptions", help="inspect, export and import a description store")
@@ -96,6 +104,12 @@ def register(subparsers: Any) -> None:
     m.add_argument("files", nargs="+", type=Path)
     m.add_argument("--overwrite", action="store_true")
     m.set_defaults(handler=_cmd_import_jsonl)
+    g = dsub.add_parser("import", help="read descriptions into a store: an `--engine ray` output folder, or JSONL")
+    g.add_argument("sources", nargs="+", type=Path, metavar="SOURCE",
+                   help="a Parquet folder written by `mghft interpret --engine ray`, or a .jsonl export")  # fmt: skip
+    g.add_argument("--store", type=Path, required=True, help="description store (SQLite file), created if missing")
+    g.add_argument("--overwrite", action="store_true", help="replace descriptions the store already has")
+    g.set_defaults(handler=_cmd_import)
 
     z = subparsers.add_parser(
         "zeroshot",
@@ -192,6 +206,15 @@ def _cmd_interpret(args: argparse.Namespace) -> int:
     from mghft.interpret.store import DescriptionStore
 
     _setup_logging(args.verbose)
+    if args.engine == "ray":
+        import functools
+
+        from mghft.scale.cli import interpret_with_ray
+
+        return interpret_with_ray(args, functools.partial(_backend, args, offline_ok=True))
+    if args.store is None:
+        raise SystemExit("error: give --store (the description store to write)")
+    args.paths = [Path(p) for p in args.paths]
     if not args.paths and not args.dataset:
         raise SystemExit("give image PATHs or --dataset")
     try:
@@ -312,6 +335,24 @@ def _cmd_import_jsonl(args: argparse.Namespace) -> int:
     with DescriptionStore(args.store) as store:
         added = sum(store.import_jsonl(f, overwrite=args.overwrite) for f in args.files)
         print(f"{added} descriptions added; the store holds {len(store)}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from mghft.interpret.store import DescriptionStore
+    from mghft.scale.ray_engine import import_descriptions
+
+    with DescriptionStore(args.store) as store:
+        for source in args.sources:
+            if source.is_dir():
+                added, failed = import_descriptions(source, store, overwrite=args.overwrite)
+                print(f"{source}: {added} descriptions added, {failed} failed stickers left out", file=sys.stderr)
+            elif source.suffix.lower() == ".jsonl":
+                added = store.import_jsonl(source, overwrite=args.overwrite)
+                print(f"{source}: {added} descriptions added", file=sys.stderr)
+            else:
+                raise SystemExit(f"error: {source}: not an --engine ray output folder nor a .jsonl file")
+        print(f"{args.store}: {len(store)} descriptions", file=sys.stderr)
     return 0
 
 

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mghft.scale.cli import add_engine_args
+
 
 def _add_interpreter_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("views for bare images")
@@ -30,7 +32,8 @@ def register(sub: Any) -> None:
         description="Predict the emotion of every image under PATHS (folders searched recursively for image "
         "files). Unreadable files are reported by name and skipped.",
     )
-    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="image files or folders")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="image files or folders (with --engine ray also manifests and object-store URIs)")  # fmt: skip
     p.add_argument("--model", required=True, help="checkpoint folder or Hugging Face Hub repo id")
     p.add_argument("--out", type=Path, help="output file: .csv or .jsonl (optional with a sticker pack)")
     p.add_argument("--format", choices=("csv", "jsonl"), help="output format (default: from the --out suffix)")
@@ -66,6 +69,7 @@ def register(sub: Any) -> None:
                    help="a JSON list of Telegram InputSticker objects: predict the local sticker files and write "
                    "their 'emoji_list', other fields kept (repeatable)")  # fmt: skip
     _add_interpreter_args(p)
+    add_engine_args(p, actors_help="model replicas, each loading the model once")
     p.set_defaults(handler=_cmd_predict)
 
     s = sub.add_parser(
@@ -189,6 +193,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from mghft.emoji import read_emoji_map, telegram_stickers, unique_files, whatsapp_stickers
     from mghft.serve.predictor import heatmap_overlay, load_predictor
 
+    if args.engine == "ray":
+        from mghft.scale.cli import predict_with_ray
+
+        return predict_with_ray(args)
+    args.paths = [Path(p) for p in args.paths]
     packs = [whatsapp_stickers(d) for d in args.whatsapp_pack] + [telegram_stickers(f) for f in args.telegram_list]
     if args.out is None and not packs:
         print("error: give --out (a .csv or .jsonl file) or a sticker pack to fill", file=sys.stderr)

@@ -77,6 +77,10 @@ function render() {
   $("result").hidden = false;
   $("label").textContent = p.label;
   $("confidence").textContent = `${(100 * p.confidence).toFixed(1)}%`;
+  $("emoji").textContent = (p.emoji || []).join(" ");
+  $("calibration").textContent = p.calibrated
+    ? "(calibrated on the validation split: 70% means right about 70% of the time)"
+    : "(uncalibrated: the model's raw confidence)";
   const probs = $("probs");
   probs.replaceChildren();
   const entries = Object.entries(p.probabilities).sort((a, b) => b[1] - a[1]);
