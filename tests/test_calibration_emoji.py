@@ -228,3 +228,17 @@ def test_malformed_pack_files_name_the_field(tmp_path: Path) -> None:
     (tmp_path / "t.json").write_text(json.dumps({"stickers": [{"sticker": "x/a.png"}]}))
     with pytest.raises(PackFormatError, match=r"stickers\[0\]\.sticker 'x/a.png' is not a file"):
         telegram_stickers(tmp_path / "t.json")
+
+
+def test_evaluate_reports_calibration_before_and_after(trained: Path, tmp_path: Path) -> None:
+    from mghft.cli import main
+
+    out = tmp_path / "ev"
+    args = ["evaluate", "--model", str(trained / "best"), "--config", str(trained / "train.yaml")]
+    assert main([*args, "--split", "test", "--out", str(out), "--bootstrap", "0"]) == 0
+    report = (out / "report.md").read_text()
+    assert "ECE before" in report and (out / "reliability_test.png").exists()
+    [section] = json.loads((out / "metrics.json").read_text())["calibration"]
+    t = json.loads((trained / "best" / "config.json").read_text())["calibration"]["temperature"]
+    assert section["split"] == "test" and section["temperature"] == t
+    assert section["after"]["accuracy"] == section["before"]["accuracy"]

@@ -137,3 +137,27 @@ def test_a_node_leaving_mid_job_loses_and_duplicates_nothing(checkpoint: Path, t
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_engine_ray_on_the_command_line(local_ray, checkpoint: Path, tmp_path: Path) -> None:
+    from mghft.cli import main
+    from mghft.errors import UsageError
+
+    _stickers(tmp_path / "in", 2)
+    labels = tmp_path / "labels"
+    common = ["--model", str(checkpoint), "--engine", "ray", "--no-progress", "--cpus-per-actor", "0.5"]
+    assert main(["predict", str(tmp_path / "in"), *common, "--out", str(labels)]) == 0
+    assert read_output(labels).num_rows == 6
+    job = __import__("json").loads((labels / "_job.json").read_text())
+    assert job["summary"]["written"] == 6 and job["command"] == "predict"
+    with LoopbackServer() as server:
+        backend = ["--backend", "vllm:loopback", "--base-url", server.url, "--no-progress"]
+        assert main(["interpret", str(tmp_path / "in"), "--engine", "ray", "--out", str(tmp_path / "d"), *backend]) == 0
+    store = tmp_path / "s.sqlite"
+    assert main(["descriptions", "import", str(tmp_path / "d"), "--store", str(store)]) == 0
+    with DescriptionStore(store) as s:
+        assert len(s) == 6
+    with pytest.raises(UsageError, match="Parquet dataset folder"):
+        main(["predict", str(tmp_path / "in"), *common, "--out", str(tmp_path / "x.csv")])
+    with pytest.raises(UsageError, match="sticker packs"):
+        main(["predict", *common, "--out", str(labels), "--telegram-list", str(tmp_path / "t.json")])

@@ -366,7 +366,7 @@ def _run(
         blocks = max(1, min(len(locations) // max(1, batch_size), 1000))
         ds = ray.data.from_items([{"path": p} for p in locations], override_num_blocks=blocks)
         ds = ds.map_batches(_read_batch, fn_kwargs={"done": [done_ref], "max_bytes": max_bytes},
-                            batch_format="pyarrow", batch_size=batch_size, max_retries=-1,
+                            batch_format="pyarrow", batch_size=batch_size,
                             num_cpus=READ_CPUS)  # fmt: skip
         ds = ds.map_batches(
             actor,
@@ -376,9 +376,7 @@ def _run(
             concurrency=max(1, num_actors),
             num_gpus=gpus_per_actor or None,
             num_cpus=cpus_per_actor,
-            max_restarts=-1,
-            max_task_retries=-1,
-        )
+        )  # Ray Data retries tasks and restarts actors lost with a node (max_retries / max_restarts = -1)
         results = ds.take_all()
     summary.written = sum(int(r["rows"]) for r in results)
     summary.errors = sum(int(r["errors"]) for r in results)

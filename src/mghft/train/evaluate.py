@@ -60,4 +60,22 @@ def evaluate_checkpoint(
         extra=extra,
         compare_published=classes == tuple(SER30K_CLASSES) and cfg.data.format == "ser30k" and split == "test",
     )
+    _add_calibration(out, model.checkpoint_meta, y, probs, split)
     return {"metrics": metrics, "ci": ci, "views_absent": bare}
+
+
+def _add_calibration(out: Path, meta: dict[str, Any], y: Any, probs: Any, split: str) -> None:
+    """The report's calibration section: the probabilities before (T = 1) and after the checkpoint's fitted
+    temperature on this split, or a line saying the checkpoint has none."""
+    from mghft.calibration import Calibration, as_logits, calibration_section
+    from mghft.train.calibrate import add_to_report
+
+    if not meta.get("calibration"):
+        report = out / "report.md"
+        note = "\n## Calibration\n\nThis checkpoint has no fitted temperature: its probabilities are uncalibrated "
+        note += "(`mghft calibrate CHECKPOINT` fits one on val).\n"
+        report.write_text(report.read_text(encoding="utf-8").rstrip("\n") + "\n" + note, encoding="utf-8")
+        return
+    t = Calibration.from_dict(meta["calibration"]).temperature
+    section, curves = calibration_section(as_logits(probs), y, t, split)
+    add_to_report(out, [section], {split: (curves, y)})
