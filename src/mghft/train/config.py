@@ -38,6 +38,9 @@ class DataConfig:
     on_error: Literal["stop", "skip"] = "stop"
     """A missing, unreadable or unlabelled item: stop with the list, or skip it (counted, printed and saved)."""
     check_images: bool = True
+    allow_duplicate_images: bool = False
+    """The same image bytes in more than one of train/val/test under different names: an error unless ``true``
+    (then listed in ``<output>/duplicates.json``). The same key in two splits is always an error."""
 
     def __post_init__(self) -> None:
         check_fields(self, "data.")

@@ -25,7 +25,12 @@ from mghft.data import (
     stratified_split,
     validate_index,
 )
+from mghft.errors import MghftError
 from mghft.train.config import DataConfig
+
+
+class SplitOverlapError(MghftError):
+    """The same item (by key) or the same image (by content) is in more than one of train, val and test."""
 
 
 def load_splits(
@@ -76,7 +81,90 @@ def load_splits(
         report_dir = report_dir or output
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "skipped.json").write_text(json.dumps(skipped, indent=2, default=str), encoding="utf-8")
+    check_split_overlap(parts, cfg.allow_duplicate_images, report_dir=(report_dir or output) if log else None)
     return parts
+
+
+def _file_sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None  # unreadable: validation reports it (or the loader does, when image checks are off)
+    return digest.hexdigest()
+
+
+def split_overlap(parts: dict[str, DatasetIndex]) -> dict[str, list[dict[str, object]]]:
+    """Items shared between splits: ``{"keys": [...], "images": [...]}``.
+
+    ``keys``: one entry per key listed in more than one split, ``{"key", "splits", "paths"}``. ``images``: one
+    entry per image content (SHA-256 of the file's bytes) found in more than one split under different keys,
+    ``{"sha256", "splits", "items": [[split, key, path], ...]}``. Duplicates within one split are not listed
+    here (the validation reports a repeated key; a repeated image inside train is not a leak).
+    """
+    by_key: dict[str, list[tuple[str, str]]] = {}
+    by_hash: dict[str, list[tuple[str, str, str]]] = {}
+    for name, part in parts.items():
+        for s in part.samples:
+            by_key.setdefault(s.key, []).append((name, str(s.path)))
+            digest = _file_sha256(Path(s.path))
+            if digest is not None:
+                by_hash.setdefault(digest, []).append((name, s.key, str(s.path)))
+    keys = [
+        {"key": k, "splits": sorted({n for n, _ in v}), "paths": sorted({p for _, p in v})}
+        for k, v in by_key.items()
+        if len({n for n, _ in v}) > 1
+    ]
+    shared_keys = {e["key"] for e in keys}
+    images = [
+        {"sha256": h, "splits": sorted({n for n, _, _ in v}), "items": [list(x) for x in v]}
+        for h, v in by_hash.items()
+        if len({n for n, _, _ in v}) > 1 and not {k for _, k, _ in v} <= shared_keys
+    ]
+    return {"keys": keys, "images": images}
+
+
+def check_split_overlap(
+    parts: dict[str, DatasetIndex], allow_duplicate_images: bool = False, report_dir: Path | None = None
+) -> dict[str, list[dict[str, object]]]:
+    """Stop when train, val and test share an item: the same key always, the same image content unless allowed.
+
+    Every overlap found is written to ``report_dir/duplicates.json`` (when given); allowed duplicate images are
+    printed as a count there too.
+
+    Raises:
+        SplitOverlapError: naming the shared keys or images with their paths (the first ten) and the fix.
+    """
+    found = split_overlap(parts)
+    if not found["keys"] and not found["images"]:
+        return found
+    where = ""
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        path = report_dir / "duplicates.json"
+        path.write_text(json.dumps(found, indent=2), encoding="utf-8")
+        where = f" (all of them in {path})"
+    if found["keys"]:
+        lines = [f"  {e['key']} in {' and '.join(e['splits'])}: {', '.join(e['paths'])}" for e in found["keys"][:10]]
+        raise SplitOverlapError(
+            f"{len(found['keys'])} item(s) are listed in more than one split{where}:\n" + "\n".join(lines),
+            hint="remove each item from all but one of the split files",
+        )
+    if not allow_duplicate_images:
+        lines = [
+            f"  {', '.join(f'{n}: {p}' for n, _, p in e['items'])}"
+            for e in found["images"][:10]  # type: ignore[misc]
+        ]
+        raise SplitOverlapError(
+            f"{len(found['images'])} image(s) appear in more than one split under different names (identical "
+            f"bytes){where}:\n" + "\n".join(lines),
+            hint="remove the copies from val/test, or set data.allow_duplicate_images: true to train anyway",
+        )
+    if report_dir is not None:
+        print(f"warning: {len(found['images'])} image(s) appear in more than one split (allowed){where}")
+    return found
 
 
 def attach_descriptions(index: DatasetIndex, store_path: str | None) -> list[dict[str, str] | None]:
