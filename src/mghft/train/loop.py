@@ -35,6 +35,7 @@ from mghft.models.factory import create_model, load_model
 from mghft.models.text import view_texts
 from mghft.train.config import TrainConfig
 from mghft.train.data import RepeatAugSampler, StickerDataset, attach_descriptions, drop_views, load_splits
+from mghft.train.randomness import seed_process
 from mghft.views import VIEWS
 
 STATE_NAME = "training_state.pt"
@@ -139,7 +140,13 @@ def split_text_inputs(
 
 def _loader(ds: StickerDataset, cfg: TrainConfig, info: DistInfo, train: bool) -> DataLoader:
     sampler = RepeatAugSampler(
-        len(ds), info.world, info.rank, cfg.repeated_aug if train else 1, shuffle=train, seed=cfg.seed
+        len(ds),
+        info.world,
+        info.rank,
+        cfg.repeated_aug if train else 1,
+        shuffle=train,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size if train else None,  # training epochs: whole global batches
     )
     return DataLoader(
         ds,
@@ -147,7 +154,7 @@ def _loader(ds: StickerDataset, cfg: TrainConfig, info: DistInfo, train: bool) -
         sampler=sampler,
         num_workers=cfg.workers,
         pin_memory=info.device.type == "cuda",
-        drop_last=train and len(sampler) >= cfg.batch_size,
+        drop_last=False,
         persistent_workers=False,
     )
 
@@ -257,7 +264,7 @@ class _EpochRunner:
     def train_epoch(self, loader: DataLoader, epoch: int, state: dict[str, Any]) -> dict[str, float]:
         """One pass over ``loader``; returns the mean losses. Advances ``state["step"]`` per optimizer step."""
         cfg, info, net = self.cfg, self.info, self.net
-        g = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch)  # view dropout, reproducible on resume
+        seed_process(cfg.seed, epoch, info.rank)  # the model's own dropout: distinct per process and epoch
         net.train()
         sums = {"loss": 0.0, "ce": 0.0, "align": 0.0}
         seen = 0
@@ -273,7 +280,15 @@ class _EpochRunner:
         for micro, batch in enumerate(batches):
             if micro >= n_micro:
                 break
-            mask = drop_views(batch["view_mask"], self.keep, cfg.view_dropout, cfg.text_dropout, g)
+            mask = drop_views(
+                batch["view_mask"],
+                self.keep,
+                cfg.view_dropout,
+                cfg.text_dropout,
+                seed=cfg.seed,
+                epoch=epoch,
+                items=batch["sample"],
+            )
             images = batch["image"].to(info.device, non_blocking=True)
             labels = batch["label"].to(info.device)
             # The last micro-batch of the epoch steps too, so no gradient is left behind.
