@@ -253,8 +253,9 @@ class RepeatAugSampler(Sampler[int]):
     process together) is the stream's positions ``[k * G, (k + 1) * G)`` with ``G = batch_size * num_replicas``.
 
     An epoch has the dataset's length in samples whatever ``repeats`` is (as in DeiT's repeated augmentation).
-    With ``batch_size`` (training), it is cut to whole global batches, so the global batches of an epoch are the
-    same on any number of processes with the same ``G`` (an epoch shorter than one global batch is padded to a
+    With ``batch_size`` (training), it is cut to whole optimizer steps of ``batch_size * accum_steps *
+    num_replicas`` samples, so the steps of an epoch and the samples in each are the same for every split of one
+    global batch into processes, micro-batches and accumulation (an epoch shorter than one step is padded to a
     multiple of ``num_replicas`` instead). Without it (evaluation), every process gets ``ceil(length /
     num_replicas)`` indices, the last ones wrapping around.
     """
@@ -268,6 +269,7 @@ class RepeatAugSampler(Sampler[int]):
         shuffle: bool = True,
         seed: int = 0,
         batch_size: int | None = None,
+        accum_steps: int = 1,
     ) -> None:
         self.length = length
         self.num_replicas = num_replicas
@@ -277,7 +279,7 @@ class RepeatAugSampler(Sampler[int]):
         self.seed = seed
         self.epoch = 0
         self.batch_size = batch_size
-        global_batch = (batch_size or 1) * num_replicas
+        global_batch = (batch_size or 1) * accum_steps * num_replicas
         if batch_size is not None and length >= global_batch:
             self.total = length // global_batch * global_batch
         else:
