@@ -96,7 +96,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float, warmup_lr: float, min_lr: float) -> float:
-    """Linear warm-up from ``warmup_lr`` to ``peak`` over ``warmup`` steps, then cosine down to ``min_lr``."""
+    """Linear warm-up from ``warmup_lr`` to ``peak`` over ``warmup``, then cosine down to ``min_lr`` at ``total``.
+
+    ``step``, ``total`` and ``warmup`` share one unit; the loop counts samples seen (all processes together).
+    """
     if step < warmup:
         return warmup_lr + (peak - warmup_lr) * step / max(1, warmup)
     t = (step - warmup) / max(1, total - warmup)
