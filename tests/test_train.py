@@ -56,15 +56,16 @@ def test_tiny_model_learns_and_reports(tmp_path: Path) -> None:
     assert saved["test"]["accuracy"] == res["test"]["accuracy"] and "accuracy" in saved["test_views_absent"]
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_resume import _stopped_run
+
     manifest = synthetic.write_manifest(tmp_path / "data", n_per_class=8)
     data = DataConfig(format="manifest", root=str(manifest), split_file=str(tmp_path / "split.json"))
     kw = dict(epochs=3, view_dropout=0.3, rand_augment="m9-mstd0.5", model_overrides={"fusion": {"dropout": 0.1}})
     full = _cfg(tmp_path / "a", data, **kw)
     train(full)
-    part = _cfg(tmp_path / "b", data, **{**kw, "epochs": 3})
-    part_first = TrainConfig(**{**part.__dict__, "epochs": 1})
-    train(part_first)  # "interrupted" after epoch 1
+    part = _cfg(tmp_path / "b", data, **kw)
+    _stopped_run(monkeypatch, part, 1)  # killed after epoch 1
     train(part, resume=True)
     a = mghft.load_model(Path(full.output) / "last", text_encoder=False).state_dict()
     b = mghft.load_model(Path(part.output) / "last", text_encoder=False).state_dict()

@@ -22,7 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a config field, e.g. --set epochs=3 --set data.root=/data/SER30K (repeatable)",
     )
-    p.add_argument("--resume", action="store_true", help="continue from <output>/last as if never stopped")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from <output>/last as if never stopped; changed model, data, views or schedule settings are "
+        "refused, other changes recorded in <output>/resumes.jsonl (docs/training.md)",
+    )
     p.set_defaults(handler=_train)
 
     p = sub.add_parser(

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from mghft.config import ConfigError
+from mghft.config import ConfigError, ModelConfig, check_fields, coerce_partial, dump_yaml, load_yaml
 from mghft.views import VIEWS
 
 DATA_FORMATS = ("ser30k", "metmeme", "manifest", "folder")
@@ -40,8 +38,12 @@ class DataConfig:
     on_error: Literal["stop", "skip"] = "stop"
     """A missing, unreadable or unlabelled item: stop with the list, or skip it (counted, printed and saved)."""
     check_images: bool = True
+    allow_duplicate_images: bool = False
+    """The same image bytes in more than one of train/val/test under different names: an error unless ``true``
+    (then listed in ``<output>/duplicates.json``). The same key in two splits is always an error."""
 
     def __post_init__(self) -> None:
+        check_fields(self, "data.")
         if self.format not in DATA_FORMATS:
             raise ConfigError(f"data.format: must be one of {DATA_FORMATS}, got {self.format!r}")
         if self.on_error not in ("stop", "skip"):
@@ -107,7 +109,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
             self.data = _build(DataConfig, self.data, "data")
-        self.views = tuple(self.views)
+        check_fields(self)
+        self.model_overrides = coerce_partial(ModelConfig, self.model_overrides, "model_overrides")
         bad = [v for v in self.views if v not in VIEWS]
         if bad:
             raise ConfigError(f"views: unknown view(s) {bad}; known: {list(VIEWS)}")
@@ -126,6 +129,21 @@ class TrainConfig:
             ),
             (self.patience is None or self.patience >= 1, "patience", "must be >= 1 (or null: no early stopping)"),
             (self.amp in ("auto", "bf16", "fp16", "off"), "amp", "must be auto, bf16, fp16 or off"),
+            (self.lr is None or self.lr >= 0, "lr", "must be >= 0 (or null: 1e-3 x global batch / 512)"),
+            (self.min_lr >= 0 and self.warmup_lr >= 0, "min_lr", "min_lr and warmup_lr must be >= 0"),
+            (self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0"),
+            (self.weight_decay >= 0, "weight_decay", "must be >= 0"),
+            (self.clip_grad is None or self.clip_grad > 0, "clip_grad", "must be > 0 (or null: no clipping)"),
+            (0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)"),
+            (self.temperature > 0, "temperature", "must be > 0"),
+            (self.workers >= 0, "workers", "must be >= 0"),
+            (self.bootstrap >= 0, "bootstrap", "must be >= 0 (0: no intervals)"),
+            (
+                self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+                "max_steps_per_epoch",
+                "must be >= 1 (or null: whole epochs)",
+            ),
+            (self.image_size is None or self.image_size >= 1, "image_size", "must be positive (or null: variant's)"),
         ]
         for ok, name, msg in checks:
             if not ok:
@@ -138,7 +156,7 @@ class TrainConfig:
         return d
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return dump_yaml(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -155,7 +173,7 @@ class TrainConfig:
         try:
             return cls.from_dict(apply_overrides(data, overrides or []))
         except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
+            raise ConfigError(f"{path}: {e}", hint=e.hint) from None
 
 
 def load_yaml_with_base(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -163,7 +181,7 @@ def load_yaml_with_base(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, A
     path = path.resolve()
     if path in _seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = load_yaml(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     base = data.pop("base", None)
@@ -180,7 +198,11 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``["epochs=3", "data.root=/x", "model_overrides.fusion.alpha=4"]`` applied to a nested dict."""
+    """``["epochs=3", "data.root=/x", "model_overrides.fusion.alpha=4"]`` applied to a nested dict.
+
+    Values are read as YAML by :func:`mghft.config.load_yaml` (``lr=1e-4`` is a number, ``amp=off`` a string) and
+    coerced by the field's type when the config is built.
+    """
     data = dict(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -191,7 +213,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for p in parts[:-1]:
             node[p] = dict(node.get(p) or {})
             node = node[p]
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = load_yaml(raw)
     return data
 
 
@@ -201,5 +223,4 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     if unknown:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(f"{where}{unknown[0]}: unknown field (known: {sorted(names)})")
-    kwargs = {k: tuple(v) if isinstance(v, list) and k != "model_overrides" else v for k, v in data.items()}
-    return cls(**kwargs)
+    return cls(**data)

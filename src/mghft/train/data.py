@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,13 @@ from mghft.data import (
     stratified_split,
     validate_index,
 )
+from mghft.errors import MghftError
 from mghft.train.config import DataConfig
+from mghft.train.randomness import item_rng, item_uniforms
+
+
+class SplitOverlapError(MghftError):
+    """The same item (by key) or the same image (by content) is in more than one of train, val and test."""
 
 
 def load_splits(
@@ -76,7 +81,90 @@ def load_splits(
         report_dir = report_dir or output
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "skipped.json").write_text(json.dumps(skipped, indent=2, default=str), encoding="utf-8")
+    check_split_overlap(parts, cfg.allow_duplicate_images, report_dir=(report_dir or output) if log else None)
     return parts
+
+
+def _file_sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None  # unreadable: validation reports it (or the loader does, when image checks are off)
+    return digest.hexdigest()
+
+
+def split_overlap(parts: dict[str, DatasetIndex]) -> dict[str, list[dict[str, object]]]:
+    """Items shared between splits: ``{"keys": [...], "images": [...]}``.
+
+    ``keys``: one entry per key listed in more than one split, ``{"key", "splits", "paths"}``. ``images``: one
+    entry per image content (SHA-256 of the file's bytes) found in more than one split under different keys,
+    ``{"sha256", "splits", "items": [[split, key, path], ...]}``. Duplicates within one split are not listed
+    here (the validation reports a repeated key; a repeated image inside train is not a leak).
+    """
+    by_key: dict[str, list[tuple[str, str]]] = {}
+    by_hash: dict[str, list[tuple[str, str, str]]] = {}
+    for name, part in parts.items():
+        for s in part.samples:
+            by_key.setdefault(s.key, []).append((name, str(s.path)))
+            digest = _file_sha256(Path(s.path))
+            if digest is not None:
+                by_hash.setdefault(digest, []).append((name, s.key, str(s.path)))
+    keys = [
+        {"key": k, "splits": sorted({n for n, _ in v}), "paths": sorted({p for _, p in v})}
+        for k, v in by_key.items()
+        if len({n for n, _ in v}) > 1
+    ]
+    shared_keys = {e["key"] for e in keys}
+    images = [
+        {"sha256": h, "splits": sorted({n for n, _, _ in v}), "items": [list(x) for x in v]}
+        for h, v in by_hash.items()
+        if len({n for n, _, _ in v}) > 1 and not {k for _, k, _ in v} <= shared_keys
+    ]
+    return {"keys": keys, "images": images}
+
+
+def check_split_overlap(
+    parts: dict[str, DatasetIndex], allow_duplicate_images: bool = False, report_dir: Path | None = None
+) -> dict[str, list[dict[str, object]]]:
+    """Stop when train, val and test share an item: the same key always, the same image content unless allowed.
+
+    Every overlap found is written to ``report_dir/duplicates.json`` (when given); allowed duplicate images are
+    printed as a count there too.
+
+    Raises:
+        SplitOverlapError: naming the shared keys or images with their paths (the first ten) and the fix.
+    """
+    found = split_overlap(parts)
+    if not found["keys"] and not found["images"]:
+        return found
+    where = ""
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        path = report_dir / "duplicates.json"
+        path.write_text(json.dumps(found, indent=2), encoding="utf-8")
+        where = f" (all of them in {path})"
+    if found["keys"]:
+        lines = [f"  {e['key']} in {' and '.join(e['splits'])}: {', '.join(e['paths'])}" for e in found["keys"][:10]]
+        raise SplitOverlapError(
+            f"{len(found['keys'])} item(s) are listed in more than one split{where}:\n" + "\n".join(lines),
+            hint="remove each item from all but one of the split files",
+        )
+    if not allow_duplicate_images:
+        lines = [
+            f"  {', '.join(f'{n}: {p}' for n, _, p in e['items'])}"
+            for e in found["images"][:10]  # type: ignore[misc]
+        ]
+        raise SplitOverlapError(
+            f"{len(found['images'])} image(s) appear in more than one split under different names (identical "
+            f"bytes){where}:\n" + "\n".join(lines),
+            hint="remove the copies from val/test, or set data.allow_duplicate_images: true to train anyway",
+        )
+    if report_dir is not None:
+        print(f"warning: {len(found['images'])} image(s) appear in more than one split (allowed){where}")
+    return found
 
 
 def attach_descriptions(index: DatasetIndex, store_path: str | None) -> list[dict[str, str] | None]:
@@ -99,17 +187,14 @@ def attach_descriptions(index: DatasetIndex, store_path: str | None) -> list[dic
     return out
 
 
-def _sample_seed(*parts: int) -> int:
-    h = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little")
-
-
 class StickerDataset(Dataset):
     """Images with labels, per-view text features (N, 4, D) and the mask of present views.
 
-    For training the augmentation of item ``i`` in epoch ``e`` is seeded from ``(seed, e, i)``, so a run
-    resumed at an epoch boundary sees exactly the images an uninterrupted run would. An index ``i + r * len``
-    (the ``r``-th copy of item ``i`` from :class:`RepeatAugSampler`) reads item ``i`` with its own augmentation.
+    An index ``i + r * len`` (the ``r``-th copy of item ``i`` from :class:`RepeatAugSampler`) reads item ``i``;
+    it is the item's global id, returned as ``sample``. For training its augmentation is seeded from
+    ``(seed, "augment", epoch, id)`` (:mod:`mghft.train.randomness`): the same whatever process or worker reads
+    it, different for every copy, and a run resumed at an epoch boundary sees exactly the images an
+    uninterrupted run would.
     """
 
     def __init__(
@@ -142,8 +227,7 @@ class StickerDataset(Dataset):
         s = self.index.samples[i]
         img = load_image(s.path)
         if self.train:
-            # Seeded per (seed, epoch, copy): the same augmentation whatever worker draws the item.
-            image = self.transform(img, rng=random.Random(_sample_seed(self.seed, self.epoch, copy_id)))
+            image = self.transform(img, rng=item_rng(self.seed, "augment", self.epoch, copy_id))
         else:
             image = self.transform(img)
         item = {
@@ -152,6 +236,7 @@ class StickerDataset(Dataset):
             "text_features": self.features[i],
             "view_mask": self.view_mask[i],
             "index": i,
+            "sample": copy_id,
         }
         if self.texts is not None:
             item["texts"] = tuple(self.texts[i])  # for a fine-tuned text encoder
@@ -161,10 +246,18 @@ class StickerDataset(Dataset):
 class RepeatAugSampler(Sampler[int]):
     """Shuffled (or ordered) indices, each repeated ``repeats`` times, sharded over ``num_replicas`` processes.
 
-    Each process yields ``ceil(len / num_replicas)`` indices per epoch, so an epoch has the dataset's length
-    in samples whatever ``repeats`` is (as in DeiT's repeated augmentation); with ``repeats=1`` this is a
-    distributed sampler. The order depends only on ``(seed, epoch)``. The ``r``-th copy of item ``i`` is
-    yielded as ``i + r * length``, which :class:`StickerDataset` reads as item ``i`` augmented differently.
+    The epoch's order depends only on ``(seed, epoch)``: a stream of global item ids in which the ``r``-th copy
+    of item ``i`` is ``i + r * length`` (read by :class:`StickerDataset` as item ``i``, augmented as that copy);
+    where the stream wraps around to pad, the copies get fresh ids (``r + repeats``, ...). Process ``rank`` takes
+    the stream's positions ``rank, rank + num_replicas, ...``, so the global batch ``k`` (batch ``k`` of every
+    process together) is the stream's positions ``[k * G, (k + 1) * G)`` with ``G = batch_size * num_replicas``.
+
+    An epoch has the dataset's length in samples whatever ``repeats`` is (as in DeiT's repeated augmentation).
+    With ``batch_size`` (training), it is cut to whole optimizer steps of ``batch_size * accum_steps *
+    num_replicas`` samples, so the steps of an epoch and the samples in each are the same for every split of one
+    global batch into processes, micro-batches and accumulation (an epoch shorter than one step is padded to a
+    multiple of ``num_replicas`` instead). Without it (evaluation), every process gets ``ceil(length /
+    num_replicas)`` indices, the last ones wrapping around.
     """
 
     def __init__(
@@ -175,6 +268,8 @@ class RepeatAugSampler(Sampler[int]):
         repeats: int = 1,
         shuffle: bool = True,
         seed: int = 0,
+        batch_size: int | None = None,
+        accum_steps: int = 1,
     ) -> None:
         self.length = length
         self.num_replicas = num_replicas
@@ -183,7 +278,13 @@ class RepeatAugSampler(Sampler[int]):
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
-        self.num_samples = math.ceil(length / num_replicas)
+        self.batch_size = batch_size
+        global_batch = (batch_size or 1) * accum_steps * num_replicas
+        if batch_size is not None and length >= global_batch:
+            self.total = length // global_batch * global_batch
+        else:
+            self.total = math.ceil(length / num_replicas) * num_replicas
+        self.num_samples = self.total // num_replicas
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -191,25 +292,43 @@ class RepeatAugSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.num_samples
 
-    def __iter__(self) -> Iterator[int]:
+    def global_order(self) -> list[int]:
+        """The epoch's stream of global item ids, all processes together (``self.total`` of them)."""
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.length, generator=g).tolist()
         else:
             order = list(range(self.length))
-        order = [i + r * self.length for i in order for r in range(self.repeats)]
-        total = self.num_samples * self.num_replicas
-        while len(order) < total:  # pad by wrapping so every process gets the same count
-            order += order[: total - len(order)]
-        return iter(order[self.rank : total : self.num_replicas][: self.num_samples])
+        stream = [i + r * self.length for i in order for r in range(self.repeats)]
+        period = len(stream)
+        # Padding wraps around with fresh copy numbers, so no id appears twice in an epoch.
+        return [stream[p % period] + (p // period) * period for p in range(self.total)]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.global_order()[self.rank : self.total : self.num_replicas])
 
 
-def drop_views(mask: Tensor, keep: Tensor, view_dropout: float, text_dropout: float, g: torch.Generator) -> Tensor:
-    """Training-time view dropout on a (B, 4) mask: ``keep`` selects the views in use at all."""
+def drop_views(
+    mask: Tensor,
+    keep: Tensor,
+    view_dropout: float,
+    text_dropout: float,
+    *,
+    seed: int,
+    epoch: int,
+    items: Tensor,
+) -> Tensor:
+    """Training-time view and text dropout on a (B, 4) mask of present views; ``keep`` (4,) selects the views in
+    use at all.
+
+    Item ``b`` draws from ``(seed, "view_dropout" / "text_dropout", epoch, items[b])`` where ``items`` (B,) are the
+    global item ids (``batch["sample"]``): the same masks for the same items on any number of processes and
+    workers, and no two items of a batch sharing a draw.
+    """
     mask = mask & keep.to(mask.device)
     B, V = mask.shape
     if view_dropout > 0:
-        mask = mask & (torch.rand(B, V, generator=g) >= view_dropout).to(mask.device)
+        mask = mask & (item_uniforms(seed, "view_dropout", epoch, items, V) >= view_dropout).to(mask.device)
     if text_dropout > 0:
-        mask = mask & (torch.rand(B, 1, generator=g) >= text_dropout).to(mask.device)
+        mask = mask & (item_uniforms(seed, "text_dropout", epoch, items, 1) >= text_dropout).to(mask.device)
     return mask

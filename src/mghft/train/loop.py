@@ -35,9 +35,19 @@ from mghft.models.factory import create_model, load_model
 from mghft.models.text import view_texts
 from mghft.train.config import TrainConfig
 from mghft.train.data import RepeatAugSampler, StickerDataset, attach_descriptions, drop_views, load_splits
+from mghft.train.randomness import derive_seed, seed_process
+from mghft.train.resume import (
+    STATE_NAME,
+    check_config,
+    check_schedule,
+    describe_run,
+    read_saved_run,
+    record_resume,
+    restore_log,
+    resume_notes,
+    training_schedule,
+)
 from mghft.views import VIEWS
-
-STATE_NAME = "training_state.pt"
 
 
 @dataclass
@@ -86,7 +96,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float, warmup_lr: float, min_lr: float) -> float:
-    """Linear warm-up from ``warmup_lr`` to ``peak`` over ``warmup`` steps, then cosine down to ``min_lr``."""
+    """Linear warm-up from ``warmup_lr`` to ``peak`` over ``warmup``, then cosine down to ``min_lr`` at ``total``.
+
+    ``step``, ``total`` and ``warmup`` share one unit; the loop counts samples seen (all processes together).
+    """
     if step < warmup:
         return warmup_lr + (peak - warmup_lr) * step / max(1, warmup)
     t = (step - warmup) / max(1, total - warmup)
@@ -139,7 +152,14 @@ def split_text_inputs(
 
 def _loader(ds: StickerDataset, cfg: TrainConfig, info: DistInfo, train: bool) -> DataLoader:
     sampler = RepeatAugSampler(
-        len(ds), info.world, info.rank, cfg.repeated_aug if train else 1, shuffle=train, seed=cfg.seed
+        len(ds),
+        info.world,
+        info.rank,
+        cfg.repeated_aug if train else 1,
+        shuffle=train,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size if train else None,  # training epochs: whole optimizer steps
+        accum_steps=cfg.accum_steps,
     )
     return DataLoader(
         ds,
@@ -147,8 +167,10 @@ def _loader(ds: StickerDataset, cfg: TrainConfig, info: DistInfo, train: bool) -
         sampler=sampler,
         num_workers=cfg.workers,
         pin_memory=info.device.type == "cuda",
-        drop_last=train and len(sampler) >= cfg.batch_size,
+        drop_last=False,
         persistent_workers=False,
+        # Its own stream for the workers' base seeds, so iterating never moves the process's torch stream.
+        generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "loader", info.rank)),
     )
 
 
@@ -250,14 +272,15 @@ class _EpochRunner:
     scaler: torch.amp.GradScaler
     autocast: contextlib.AbstractContextManager
     keep: Tensor
-    total_steps: int
-    warmup: int
+    total_samples: int
+    warmup_samples: int
     peak_lr: float
 
     def train_epoch(self, loader: DataLoader, epoch: int, state: dict[str, Any]) -> dict[str, float]:
-        """One pass over ``loader``; returns the mean losses. Advances ``state["step"]`` per optimizer step."""
+        """One pass over ``loader``; returns the mean losses. Advances ``state["step"]`` per optimizer step and
+        ``state["samples"]`` by the samples of all processes in it (the schedule's unit)."""
         cfg, info, net = self.cfg, self.info, self.net
-        g = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch)  # view dropout, reproducible on resume
+        seed_process(cfg.seed, epoch, info.rank)  # the model's own dropout: distinct per process and epoch
         net.train()
         sums = {"loss": 0.0, "ce": 0.0, "align": 0.0}
         seen = 0
@@ -270,10 +293,19 @@ class _EpochRunner:
 
             batches = tqdm(loader, total=n_micro, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
         self.optimizer.zero_grad(set_to_none=True)
+        step_samples = 0
         for micro, batch in enumerate(batches):
             if micro >= n_micro:
                 break
-            mask = drop_views(batch["view_mask"], self.keep, cfg.view_dropout, cfg.text_dropout, g)
+            mask = drop_views(
+                batch["view_mask"],
+                self.keep,
+                cfg.view_dropout,
+                cfg.text_dropout,
+                seed=cfg.seed,
+                epoch=epoch,
+                items=batch["sample"],
+            )
             images = batch["image"].to(info.device, non_blocking=True)
             labels = batch["label"].to(info.device)
             # The last micro-batch of the epoch steps too, so no gradient is left behind.
@@ -290,17 +322,25 @@ class _EpochRunner:
             if not torch.isfinite(losses["loss"]):
                 raise FloatingPointError(f"loss is {losses['loss'].item()} at epoch {epoch + 1}, step {state['step']}")
             self.scaler.scale(losses["loss"] / cfg.accum_steps).backward()
-            if sync:
-                self._step(state)
             n = images.shape[0]
+            step_samples += n * info.world  # every process runs batches of the same size
+            if sync:
+                self._step(state, step_samples)
+                step_samples = 0
             seen += n
             for k in sums:
                 sums[k] += float(losses[k].detach()) * n
+        if info.world > 1:  # the logged losses are over every process's items, not the main process's alone
+            totals = torch.tensor([*sums.values(), seen], dtype=torch.float64, device=info.device)
+            dist.all_reduce(totals)
+            sums, seen = dict(zip(sums, totals[:-1].tolist(), strict=True)), int(totals[-1].item())
         return {k: v / max(1, seen) for k, v in sums.items()}
 
-    def _step(self, state: dict[str, Any]) -> None:
+    def _step(self, state: dict[str, Any], samples: int) -> None:
         cfg = self.cfg
-        lr = lr_at(state["step"], self.total_steps, self.warmup, self.peak_lr, cfg.warmup_lr, cfg.min_lr)
+        # The schedule runs in samples: the same learning rates for any split of the global batch into processes.
+        seen = state.setdefault("samples", 0)
+        lr = lr_at(seen, self.total_samples, self.warmup_samples, self.peak_lr, cfg.warmup_lr, cfg.min_lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if cfg.clip_grad:
@@ -310,15 +350,22 @@ class _EpochRunner:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
+        state["samples"] = seen + samples
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     """Train, select on ``cfg.select_on``, evaluate the selected model once on test; returns the results."""
     info = setup_distributed()
     out = Path(cfg.output)
+    saved_run: dict[str, Any] = {}
+    changes: list[dict[str, Any]] = []
+    if resume:  # checked before any data is read: a refused resume fails at once
+        saved_run, _ = read_saved_run(out / "last")
+        changes = check_config(out, saved_run, cfg, info.world)
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        if not resume:  # the config the run started with; a resume records its changes in resumes.jsonl
+            (out / "train.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
         if cfg.select_on == "test":
             warnings.warn(
                 "selecting the checkpoint on the TEST split, as the public code does: the test numbers are "
@@ -356,11 +403,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     global_batch = cfg.batch_size * cfg.accum_steps * info.world
     peak = cfg.lr if cfg.lr is not None else 1e-3 * global_batch / 512
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak)
-    steps_per_epoch = math.ceil(len(loaders["train"]) / cfg.accum_steps)
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    schedule = training_schedule(cfg, info.world, len(loaders["train"]), len(loaders["train"].sampler))
+    run_info = describe_run(cfg, mcfg.to_dict(), info.world, schedule)
     ctx, needs_scaler = _autocast(info.device, cfg.amp)
     scaler = torch.amp.GradScaler(info.device.type, enabled=needs_scaler)
     keep = torch.tensor([v in cfg.views for v in VIEWS])
@@ -375,11 +419,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     if cfg.compile:
         net = torch.compile(net)
 
-    state = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
-    if resume and (out / "last" / STATE_NAME).exists():
+    state = {"epoch": 0, "step": 0, "samples": 0, "best": -math.inf, "best_epoch": -1, "bad_epochs": 0}
+    state["history"] = []
+    if resume:
+        check_schedule(out, saved_run, mcfg.to_dict(), schedule)
         state = _restore(out / "last", model, optimizer, scaler)
         if info.main:
-            print(f"resumed from {out / 'last'} at epoch {state['epoch']}")
+            record_resume(out, changes, state, info.world, resume_notes(saved_run, cfg))
+            restore_log(out, state["history"])
+    state["run"] = json.dumps(run_info)  # what the next resume is checked against
 
     writer = None
     if info.main and cfg.tensorboard:
@@ -390,7 +438,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         except ImportError:
             warnings.warn("tensorboard is not installed: no TensorBoard logs", stacklevel=2)
 
-    run = _EpochRunner(cfg, info, net, model, objective, optimizer, scaler, ctx, keep, total_steps, warmup, peak)
+    total, warmup = int(schedule["total_samples"]), int(schedule["warmup_samples"])
+    run = _EpochRunner(cfg, info, net, model, objective, optimizer, scaler, ctx, keep, total, warmup, peak)
     select_split = cfg.select_on
     for epoch in range(state["epoch"], cfg.epochs):
         t0 = time.time()
