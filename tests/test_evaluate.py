@@ -213,4 +213,6 @@ def test_cluster_bootstrap_draws_whole_groups() -> None:
     assert round(draws["low"] * 10, 6) == int(round(draws["low"] * 10))
     from mghft.evaluate import bootstrap_method
 
-    assert bootstrap_method(groups, 300, "topic") == "cluster (group) percentile bootstrap over 10 topics, 300 resamples"
+    assert (
+        bootstrap_method(groups, 300, "topic") == "cluster (group) percentile bootstrap over 10 topics, 300 resamples"
+    )

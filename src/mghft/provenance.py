@@ -109,8 +109,10 @@ def differences(trained: Mapping[str, Any] | None, now: Mapping[str, Any]) -> li
     identity. A checkpoint without provenance gives one sentence saying the conditions cannot be checked.
     """
     if not trained:
-        return ["the checkpoint records no provenance: its training conditions (views, data, descriptions, text "
-                "encoder) are unknown and cannot be compared; all four views are used"]
+        return [
+            "the checkpoint records no provenance: its training conditions (views, data, descriptions, text "
+            "encoder) are unknown and cannot be compared; all four views are used"
+        ]
     out = []
     t_data, n_data = trained.get("data") or {}, now.get("data") or {}
     for key in ("reader", "root"):
@@ -134,7 +136,6 @@ def differences(trained: Mapping[str, Any] | None, now: Mapping[str, Any]) -> li
         changed = sorted(k for k in set(t_enc) | set(n_enc) if t_enc.get(k) != n_enc.get(k))
         if changed:
             out.append(
-                "text encoder: "
-                + ", ".join(f"{k} {t_enc.get(k)!r} in training, {n_enc.get(k)!r} now" for k in changed)
+                "text encoder: " + ", ".join(f"{k} {t_enc.get(k)!r} in training, {n_enc.get(k)!r} now" for k in changed)
             )
     return out

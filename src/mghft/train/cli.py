@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="override a config field, e.g. --set epochs=3 --set data.root=/data/SER30K (repeatable)",
     )
     p.add_argument("--resume", action="store_true", help="continue from <output>/last as if never stopped")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in the output folder (its checkpoints, logs, reports and split.json)",
+    )
     p.set_defaults(handler=_train)
 
     p = sub.add_parser(
@@ -46,7 +51,7 @@ def _train(args: argparse.Namespace) -> int:
     from mghft.train.loop import train
 
     cfg = TrainConfig.from_file(args.config, args.overrides)
-    train(cfg, resume=args.resume)
+    train(cfg, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 

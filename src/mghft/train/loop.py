@@ -595,9 +595,7 @@ def _save_last(
             tmp / STATE_NAME,
         )
 
-    save_checkpoint(
-        model, folder, class_names=classes, write_extra=write_state, extra={"provenance": provenance or {}}
-    )
+    save_checkpoint(model, folder, class_names=classes, write_extra=write_state, extra={"provenance": provenance or {}})
 
 
 def _restore(

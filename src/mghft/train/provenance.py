@@ -37,7 +37,13 @@ RUN_FILES = (
 
 
 def _split_path(cfg: TrainConfig) -> Path | None:
-    if cfg.data.format == "ser30k":
+    from mghft.data.splits import ser30k_official_split
+
+    if (
+        cfg.data.format == "ser30k"
+        and not cfg.data.split_file
+        and ser30k_official_split(cfg.data.root, cfg.data.annotations)
+    ):
         return None
     return Path(cfg.data.split_file) if cfg.data.split_file else Path(cfg.output) / "split.json"
 
