@@ -124,3 +124,174 @@ def test_description_headers_are_read_up_to_typography_and_other_headers_name_th
     path.write_text(json.dumps({"annotations": [rec, bad], "categories": ["anger", "joy"]}), encoding="utf-8")
     with pytest.raises(DataFormatError, match=r"record 1.*#The sticker's mood"):
         read_ser30k_json(path, tmp_path)
+
+
+def _views(word: str) -> dict[str, str]:
+    return {v: f"{word} {v}" for v in mghft.views.VIEWS}
+
+
+def _store_with(path: Path, images: list[Path], writers: list[tuple[str, str, str]]) -> None:
+    from mghft.interpret import Description, DescriptionStore, image_sha256
+
+    with DescriptionStore(path) as store:
+        for image, (backend, model, prompt) in zip(images, writers, strict=True):
+            desc = Description(
+                image_sha256(image), _views(backend), backend=backend, model=model, prompt_version=prompt
+            )
+            store.put(desc)
+
+
+def test_a_missing_store_is_an_error_and_creates_nothing(tmp_path: Path) -> None:
+    from mghft.errors import MghftError
+    from mghft.train.config import DataConfig
+    from mghft.train.data import load_splits
+    from mghft.train.provenance import collect_descriptions
+    from tests import synthetic
+
+    manifest = synthetic.write_manifest(tmp_path / "data", n_per_class=10)
+    store = tmp_path / "runs" / "descriptions.sqlite"
+    data = DataConfig(format="manifest", root=str(manifest), descriptions=str(store))
+    parts = load_splits(data, tmp_path / "run", log=False)
+    with pytest.raises(MghftError, match="does not exist") as err:
+        collect_descriptions(parts, data)
+    assert "mghft interpret" in err.value.hint and "data.descriptions: null" in err.value.hint
+    assert not store.exists() and not store.parent.exists()
+    _store_with(store, [tmp_path / "data" / "manifest.csv"], [("offline", "m", "1")])  # describes no sticker
+    with pytest.raises(MghftError, match="describes none of the 30 images"):
+        collect_descriptions(parts, data)
+
+
+def test_a_store_mixing_writers_needs_a_choice_and_records_the_mix(tmp_path: Path) -> None:
+    from mghft.interpret.store import MixedDescriptionsError
+    from mghft.train.config import DataConfig
+    from mghft.train.data import load_splits
+    from mghft.train.provenance import collect_descriptions
+    from tests import synthetic
+
+    manifest = synthetic.write_manifest(tmp_path / "data", n_per_class=10)
+    store = tmp_path / "d.sqlite"
+    data = DataConfig(format="manifest", root=str(manifest), descriptions=str(store))
+    parts = load_splits(data, tmp_path / "run", log=False)
+    images = [s.path for p in parts.values() for s in p.samples]
+    old, new = ("offline", "ocr+cues-1", "offline-1"), ("openai-compatible", "gpt-4o", "v2")
+    _store_with(store, images[:-1], [old] * 10 + [new] * (len(images) - 11))
+    with pytest.raises(MixedDescriptionsError, match="offline/ocr\\+cues-1/offline-1: 10"):
+        collect_descriptions(parts, data)
+    data.description_source = "openai-compatible/gpt-4o/v2"
+    descs, summary = collect_descriptions(parts, data)
+    assert summary["writers"] == {"openai-compatible/gpt-4o/v2": 19}
+    assert summary["other_writers"] == {"offline/ocr+cues-1/offline-1": 10} and summary["missing"] == 11
+    assert sum(d is None for v in descs.values() for d in v) == 11
+    data.description_source = "any"
+    _, summary = collect_descriptions(parts, data)
+    assert summary["mixed"] and summary["missing"] == 1
+    assert summary["writers"] == {"offline/ocr+cues-1/offline-1": 10, "openai-compatible/gpt-4o/v2": 19}
+
+
+def test_a_stored_description_is_reused_only_from_the_same_writer(tmp_path: Path) -> None:
+    import asyncio
+
+    from mghft.interpret import Description, DescriptionStore, Interpreter, image_sha256
+
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(image)
+
+    class Remote:
+        name, model, prompt_version = "openai-compatible", "gpt-4o", "v2"
+        calls = 0
+
+        async def describe(self, prepared: object) -> Description:
+            Remote.calls += 1
+            return Description(image_sha256(image), _views("new"), backend=self.name, model="gpt-4o-2024-08-06",
+                               prompt_version=self.prompt_version)  # fmt: skip
+
+        async def aclose(self) -> None:
+            await asyncio.sleep(0)
+
+    store = DescriptionStore(tmp_path / "d.sqlite")
+    store.put(Description(image_sha256(image), _views("old"), backend="offline", model="ocr+cues-1",
+                          prompt_version="offline-1"))  # fmt: skip
+    with Interpreter(Remote(), store, reuse="any") as interp:
+        assert interp.describe(image).backend == "offline" and Remote.calls == 0
+    with Interpreter(Remote(), store) as interp:
+        first = interp.describe(image)
+        assert first.backend == "openai-compatible" and first.views["style"] == "new style" and Remote.calls == 1
+        assert interp.describe(image).model == "gpt-4o-2024-08-06" and Remote.calls == 1  # its own answer: a hit
+    assert store.get(image_sha256(image)).backend == "openai-compatible"
+
+
+def _owner(split: dict) -> dict[str, str]:
+    return {key: part for part, keys in split["splits"].items() for key in keys}
+
+
+def test_a_manifests_groups_never_straddle_the_split(tmp_path: Path) -> None:
+    import csv
+    import json
+
+    from mghft.train.config import DataConfig
+    from mghft.train.data import load_splits
+    from tests import synthetic
+
+    rows = synthetic.write_images(tmp_path / "data", n_per_class=12)
+    manifest = tmp_path / "data" / "manifest.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "group"])
+        for i, (p, label, _) in enumerate(rows):
+            w.writerow([str(p.relative_to(tmp_path / "data")), label, f"{label}-pack{i % 4}"])
+    parts = load_splits(DataConfig(format="manifest", root=str(manifest)), tmp_path / "run", log=False)
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["group_by"] == "group" and "12 groups" in split["note"]
+    sides: dict[str, set[str]] = {}
+    for name, part in parts.items():
+        for s in part.samples:
+            sides.setdefault(s.group, set()).add(name)
+    assert len(sides) == 12 and all(len(v) == 1 for v in sides.values())
+    assert all(len(p) for p in parts.values())
+
+
+def test_ser30k_all_annos_is_split_by_topic(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from mghft.train.config import DataConfig
+    from mghft.train.data import load_splits
+    from tests import synthetic
+
+    root = synthetic.write_ser30k(tmp_path / "ser", n_per_class=15)
+    ann = root / "Annotations"
+    merged: dict = {"annotations": [], "categories": None}
+    for part in ("train", "val", "test"):
+        data = json.loads((ann / "image-level" / f"{part}.json").read_text())
+        merged["annotations"] += data["annotations"]
+        merged["categories"] = data["categories"]
+    shutil.rmtree(ann / "image-level")
+    (ann / "all_annos.json").write_text(json.dumps(merged))
+    parts = load_splits(DataConfig(format="ser30k", root=str(root)), tmp_path / "run", log=False)
+    assert sum(len(p) for p in parts.values()) == 45
+    topics: dict[str, set[str]] = {}
+    for name, part in parts.items():
+        for s in part.samples:
+            topics.setdefault(s.group, set()).add(name)
+    assert len(topics) == 9 and all(len(v) == 1 for v in topics.values())
+    assert json.loads((tmp_path / "run" / "split.json").read_text())["group_by"] == "group"
+
+
+def test_metmeme_split_says_it_has_no_groups_and_an_empty_split_gives_the_readers_reasons(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from mghft.errors import MghftError
+    from mghft.train.config import DataConfig
+    from mghft.train.data import load_splits
+    from tests import synthetic
+
+    root = synthetic.write_metmeme(tmp_path / "mm", n_per_class=10)
+    load_splits(DataConfig(format="metmeme", root=str(root)), tmp_path / "run", log=False)
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["group_by"] is None and "defines no groups" in split["note"]
+    shutil.rmtree(root / "English")
+    with pytest.raises(MghftError, match=r"30 item\(s\) left out \(30 image not found\).*label_E\.csv line 2"):
+        load_splits(DataConfig(format="metmeme", root=str(root)), tmp_path / "run2", log=False)

@@ -301,16 +301,23 @@ def stratified_split(
             totals[stratum(s)] += 1
         targets = [[f * t for t in totals] for f in fractions]
         counts = [[0] * n_strata for _ in fractions]
-        for unit in units:
+        for position, unit in enumerate(units):
             hist = [0] * n_strata
             for s in unit:
                 hist[stratum(s)] += 1
-            # Increase of sum_c (count - target)^2 if the unit joins part p.
+            # Increase of sum_c (count - target)^2, plus that of (part size - its target)^2, if the unit joins
+            # part p: the size term keeps small parts from staying empty when every class is already near target.
+            n = len(unit)
             costs = [
                 sum(h * (2 * (counts[p][c] - targets[p][c]) + h) for c, h in enumerate(hist) if h)
+                + n * (2 * (sum(counts[p]) - fractions[p] * len(index.samples)) + n)
                 for p in range(len(fractions))
             ]
-            best = min(range(len(fractions)), key=lambda p: (costs[p], p))
+            # When only as many units remain as parts are empty, each empty part gets one: no part is left empty
+            # while a unit could fill it.
+            empty = [p for p in range(len(fractions)) if fractions[p] > 0 and not sum(counts[p])]
+            allowed = empty if empty and len(units) - position <= len(empty) else range(len(fractions))
+            best = min(allowed, key=lambda p: (costs[p], p))
             for c, h in enumerate(hist):
                 counts[best][c] += h
             for s in unit:
