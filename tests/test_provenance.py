@@ -66,6 +66,7 @@ def test_image_only_run_records_provenance_and_is_evaluated_as_trained(tmp_path:
     assert prov["software"]["torch"] == torch.__version__ and prov["software"]["device"] == "cpu"
     assert json.loads((run / "test" / "metrics.json").read_text())["provenance"]["views"] == []
     assert "## Provenance" in (run / "test" / "report.md").read_text()
+    assert res["bootstrap"] == "percentile bootstrap over samples, 20 resamples"
     # Tested as trained: with no view, the test figures are the bare-image ones.
     assert res["test"]["accuracy"] == res["test_views_absent"]["accuracy"]
     assert res["test"]["macro"]["f1"] == res["test_views_absent"]["macro_f1"]
@@ -295,3 +296,30 @@ def test_metmeme_split_says_it_has_no_groups_and_an_empty_split_gives_the_reader
     shutil.rmtree(root / "English")
     with pytest.raises(MghftError, match=r"30 item\(s\) left out \(30 image not found\).*label_E\.csv line 2"):
         load_splits(DataConfig(format="metmeme", root=str(root)), tmp_path / "run2", log=False)
+
+
+def test_a_report_says_at_the_top_how_evaluation_differs_from_training(tmp_path: Path) -> None:
+    from mghft.evaluate import compute_metrics, write_report
+    from mghft.provenance import differences
+
+    trained = {
+        "data": {"reader": "ser30k", "root": "/d", "split": {"kind": "official"}},
+        "descriptions": {"source": "store", "writers": {"openai-compatible/gpt-4o/mv-1": 90}},
+        "text_encoder": {"encoder": "bert-base-uncased", "revision": "abc"},
+    }
+    now = {
+        "data": {"reader": "ser30k", "root": "/d", "split": {"kind": "official"}},
+        "descriptions": {"source": "store", "writers": {"offline/ocr+cues-1/offline-1": 90}},
+        "text_encoder": {"encoder": "bert-base-uncased", "revision": "def"},
+    }
+    found = differences(trained, now)
+    assert len(found) == 2
+    assert "offline/ocr+cues-1/offline-1" in found[0] and "revision 'abc' in training, 'def' now" in found[1]
+    assert differences(trained, trained) == []
+    assert "no provenance" in differences({}, now)[0]
+    metrics = compute_metrics([0, 0, 1], [0, 1, 1], ["a", "b", "c"])
+    write_report(tmp_path, metrics, title="t", warnings=found, provenance=trained)
+    lines = (tmp_path / "report.md").read_text().splitlines()
+    assert lines[2] == "> **Evaluation conditions differ from training:**" and "gpt-4o" in lines[4]
+    text = "\n".join(lines)
+    assert "classes without support in this split: c; left out of every macro average" in text
