@@ -39,7 +39,7 @@ def test_image_only_run_records_provenance_and_is_evaluated_as_trained(tmp_path:
     import json
 
     from mghft.errors import UsageError
-    from mghft.export import ExportWrapper, example_inputs
+    from mghft.export import ExportWrapper, example_inputs, export_metadata
     from mghft.hub import sha256_file
     from mghft.models.text import PACKAGED_MINILM
     from mghft.serve.predictor import load_predictor
@@ -88,6 +88,8 @@ def test_image_only_run_records_provenance_and_is_evaluated_as_trained(tmp_path:
     images, feats, mask = example_inputs(wrapper.model)
     with torch.no_grad():
         assert torch.equal(wrapper(images, feats, mask)[0], wrapper(images, feats, torch.zeros_like(mask))[0])
+    exported = export_metadata(wrapper.model, synthetic.CLASSES, None)
+    assert exported["trained_views"] == [] and exported["provenance"]["selection"]["select_on"] == "test"
 
     # A second run into the same folder: an error, nothing touched; --overwrite replaces the run.
     log = (run / "log.csv").read_text()

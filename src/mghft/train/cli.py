@@ -69,5 +69,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     res = evaluate_checkpoint(
         args.model, cfg, split=args.split, out=args.out, batch_size=args.batch_size, bootstrap=args.bootstrap
     )
-    print(f"{args.split}: accuracy {res['metrics']['accuracy']:.4f}  report in {args.out}")
+    for line in res["warnings"]:
+        print(f"warning: evaluation differs from training: {line}")
+    print(
+        f"{args.split}: accuracy {res['metrics']['accuracy']:.4f} (selected on {res['selected_on']}, views "
+        f"{list(res['views'])})  report in {args.out}"
+    )
     return 0

@@ -68,7 +68,9 @@ def evaluate_checkpoint(
     now = {
         "data": data_provenance(cfg, parts),
         "descriptions": descriptions,
-        "text_encoder": encoder_provenance(model.cfg.text, bool((trained.get("text_encoder") or {}).get("fine_tuned"))),
+        "text_encoder": encoder_provenance(
+            model.cfg.text, bool((trained.get("text_encoder") or {}).get("fine_tuned")), bool(mask.any())
+        ),
     }
     warnings = differences(trained, now)
     selection = selected_on(meta)

@@ -366,7 +366,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> di
     desc_summary: dict[str, Any] = {}
     feats = split_text_inputs(cfg, model, parts, info, record=desc_summary)
     trainable_text = getattr(model, "text_encoder", None) is not None
-    provenance = run_provenance(cfg, parts, desc_summary, mcfg.text, trainable_text, info.device)
+    text_used = any(bool(f[1].any()) for f in feats.values())
+    provenance = run_provenance(cfg, parts, desc_summary, mcfg.text, trainable_text, info.device, text_used)
     if info.main:
         (out / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str), encoding="utf-8")
     size = mcfg.image_size
@@ -410,6 +411,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> di
     state = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
     if resume and (out / "last" / STATE_NAME).exists():
         state = _restore(out / "last", model, optimizer, scaler)
+        if state["best_epoch"] > 0:
+            provenance["selection"].update(epoch=state["best_epoch"], value=state["best"])
         if info.main:
             print(f"resumed from {out / 'last'} at epoch {state['epoch']}")
 

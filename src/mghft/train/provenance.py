@@ -149,10 +149,15 @@ def data_provenance(cfg: TrainConfig, parts: Mapping[str, DatasetIndex]) -> dict
     return block
 
 
-def encoder_provenance(text_cfg: Any, fine_tuned: bool) -> dict[str, Any]:
-    """The text encoder's identity (:func:`mghft.features.encoder_identity`); unknown is said, not guessed."""
+def encoder_provenance(text_cfg: Any, fine_tuned: bool, used: bool = True) -> dict[str, Any]:
+    """The text encoder's identity (:func:`mghft.features.encoder_identity`); unknown is said, not guessed.
+
+    ``used=False`` (no view text reached the model) records only its id: nothing is hashed or looked up.
+    """
     from mghft.features import encoder_identity
 
+    if not used and not fine_tuned:
+        return {"encoder": text_cfg.encoder, "used": False}
     try:
         block = encoder_identity(text_cfg)
     except Exception as e:  # offline without the files: say so in the record instead of failing the run
@@ -168,6 +173,7 @@ def run_provenance(
     text_cfg: Any,
     fine_tuned: bool,
     device: Any,
+    text_used: bool = True,
 ) -> dict[str, Any]:
     """The provenance block of a run (``selection`` is filled in as the run selects its checkpoint)."""
     return {
@@ -176,7 +182,7 @@ def run_provenance(
         "view_dropout": cfg.view_dropout,
         "text_dropout": cfg.text_dropout,
         "descriptions": dict(descriptions),
-        "text_encoder": encoder_provenance(text_cfg, fine_tuned),
+        "text_encoder": encoder_provenance(text_cfg, fine_tuned, text_used),
         "selection": {"select_on": cfg.select_on, "select_metric": cfg.select_metric, "epoch": None, "value": None},
         "model": cfg.model,
         "software": software_provenance(device),
