@@ -38,7 +38,9 @@ def test_metrics_match_hand_computation() -> None:
     )
     assert per["c"]["precision"] == 1.0 and per["c"]["recall"] == pytest.approx(2 / 3) and per["c"]["support"] == 3
     assert per["d"] == {"class": "d", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
-    assert m["macro"]["f1"] == pytest.approx((0.5 + 0.8 + 0.8 + 0.0) / 4)
+    # "d" has no support: named, and left out of the macro averages (not counted as an F1 of 0)
+    assert m["macro"]["f1"] == pytest.approx((0.5 + 0.8 + 0.8) / 3)
+    assert m["classes_without_support"] == ["d"] and m["macro_over"] == ["a", "b", "c"]
     assert m["weighted"]["f1"] == pytest.approx((2 * 0.5 + 2 * 0.8 + 3 * 0.8) / 7)
     assert m["weighted"]["recall"] == pytest.approx(5 / 7)
     assert m["confusion_matrix"] == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]]
@@ -178,3 +180,39 @@ def test_write_report(tmp_path: Path) -> None:
     assert "| anger |" in report and "Against published SER30K results" in report
     plain = write_report(tmp_path / "plain", m)
     assert "Against published" not in plain["report"].read_text()
+
+
+def test_macro_f1_point_and_interval_use_one_label_set() -> None:
+    rng = np.random.default_rng(3)
+    y_true = rng.integers(0, 6, 400)  # class 6 of 7 never occurs in the split
+    y_pred = np.where(rng.random(400) < 0.7, y_true, rng.integers(0, 7, 400))  # ... but is sometimes predicted
+    classes = [f"c{i}" for i in range(7)]
+    m = compute_metrics(y_true, y_pred, classes)
+    ci = bootstrap_ci(y_true, y_pred, n=200, seed=0)
+    per = [row["f1"] for row in m["per_class"][:6]]
+    assert m["classes_without_support"] == ["c6"]
+    assert m["macro"]["f1"] == pytest.approx(float(np.mean(per)))
+    assert ci["macro_f1"]["value"] == pytest.approx(m["macro"]["f1"])
+    assert ci["macro_f1"]["low"] <= m["macro"]["f1"] <= ci["macro_f1"]["high"]
+
+
+def test_cluster_bootstrap_draws_whole_groups() -> None:
+    # Ten groups of twenty: each group is all right or all wrong, so only whole-group draws see the real spread.
+    right = np.repeat(np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0]), 20).astype(bool)
+    y_true = np.tile(np.arange(4), 50)
+    y_pred = np.where(right, y_true, (y_true + 1) % 4)
+    groups = np.repeat(np.arange(10), 20).tolist()
+    flat = bootstrap_ci(y_true, y_pred, n=300, seed=0)
+    grouped = bootstrap_ci(y_true, y_pred, n=300, seed=0, groups=groups)
+    assert flat["accuracy"]["value"] == grouped["accuracy"]["value"] == 0.6
+    width = {k: v["accuracy"]["high"] - v["accuracy"]["low"] for k, v in {"flat": flat, "grouped": grouped}.items()}
+    assert width["grouped"] > 2 * width["flat"]
+    # Each resample's accuracy is a multiple of 1/10: whole groups, never single stickers.
+    fns = {"acc": lambda t, p: float(np.mean(t == p))}
+    draws = bootstrap_ci(y_true, y_pred, fns, n=50, seed=1, groups=groups)["acc"]
+    assert round(draws["low"] * 10, 6) == int(round(draws["low"] * 10))
+    from mghft.evaluate import bootstrap_method
+
+    assert (
+        bootstrap_method(groups, 300, "topic") == "cluster (group) percentile bootstrap over 10 topics, 300 resamples"
+    )

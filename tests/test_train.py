@@ -366,7 +366,14 @@ def test_evaluation_needs_the_runs_split_and_a_checkpoint_fixes_the_model(tmp_pa
     with pytest.raises(FileNotFoundError, match="no split file"):
         evaluate_checkpoint(Path(cfg.output) / "best", elsewhere, out=tmp_path / "eval")
     assert not (tmp_path / "other" / "split.json").exists()
-    again = TrainConfig(**{**cfg.__dict__, "pretrained": str(Path(cfg.output) / "best"), "image_size": 32})
+    again = TrainConfig(
+        **{
+            **cfg.__dict__,
+            "pretrained": str(Path(cfg.output) / "best"),
+            "image_size": 32,
+            "output": str(tmp_path / "b"),
+        }
+    )
     with pytest.raises(ConfigError, match="image_size"):
         train(again)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,13 +62,24 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int 
     return float(ece)
 
 
+def support_labels(y_true: Sequence[int] | np.ndarray, num_classes: int) -> list[int]:
+    """The class indices with at least one true sample: the label set of every macro average."""
+    t = _labels_array(y_true, "y_true", num_classes)
+    return sorted(set(np.unique(t).tolist()))
+
+
 def compute_metrics(
     y_true: Sequence[int] | np.ndarray,
     y_pred: Sequence[int] | np.ndarray,
     classes: Sequence[str],
     probs: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Classification metrics over ``classes`` (every class counted, even one absent from the data).
+    """Classification metrics over ``classes``.
+
+    Every class gets its per-class row and its confusion-matrix row and column. Macro averages run over the
+    classes *with support* (at least one true sample): a class absent from ``y_true`` has no recall, so it is
+    named in ``classes_without_support`` and left out of the macro means, here and in :func:`bootstrap_ci`
+    alike (weighted averages give it weight 0 anyway).
 
     Args:
         y_true: true class indices.
@@ -79,8 +90,9 @@ def compute_metrics(
 
     Returns:
         ``{"n", "classes", "accuracy", "macro": {precision, recall, f1}, "weighted": {...}, "per_class": [{class,
-        precision, recall, f1, support}], "confusion_matrix": [[...]]}`` (rows true, columns predicted; scores as
-        fractions in [0, 1]; a class never predicted scores precision 0).
+        precision, recall, f1, support}], "confusion_matrix": [[...]], "macro_over": [names],
+        "classes_without_support": [names]}`` (rows true, columns predicted; scores as fractions in [0, 1]; a class
+        never predicted scores precision 0).
     """
     skm = _sk()
     classes = list(classes)
@@ -94,10 +106,13 @@ def compute_metrics(
     if t.size == 0:
         raise ValueError("no samples to evaluate")
     labels = list(range(c))
+    supported = support_labels(t, c)
     out: dict[str, Any] = {"n": int(t.size), "classes": classes, "accuracy": float(skm.accuracy_score(t, p))}
-    for average in ("macro", "weighted"):
-        prec, rec, f1, _ = skm.precision_recall_fscore_support(t, p, labels=labels, average=average, zero_division=0)
+    for average, over in (("macro", supported), ("weighted", labels)):
+        prec, rec, f1, _ = skm.precision_recall_fscore_support(t, p, labels=over, average=average, zero_division=0)
         out[average] = {"precision": float(prec), "recall": float(rec), "f1": float(f1)}
+    out["macro_over"] = [classes[i] for i in supported]
+    out["classes_without_support"] = [classes[i] for i in labels if i not in set(supported)]
     prec, rec, f1, support = skm.precision_recall_fscore_support(t, p, labels=labels, average=None, zero_division=0)
     out["per_class"] = [
         {
@@ -137,23 +152,33 @@ def _f1_per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return f1, support, denom > 0
 
 
-def default_ci_metrics() -> dict[str, MetricFn]:
+def default_ci_metrics(labels: Sequence[int] | None = None) -> dict[str, MetricFn]:
     """Accuracy, macro-F1 and weighted-F1 as fast confusion-matrix computations.
 
-    They equal scikit-learn's ``accuracy_score`` and ``f1_score(average="macro"/"weighted")`` with its default
-    labels: the macro mean runs over the classes present in ``y_true`` or ``y_pred`` of each resample, so a rare
-    class that a resample happens to miss entirely does not count as an F1 of 0.
+    With ``labels`` (what :func:`bootstrap_ci` passes: the classes with support in the whole evaluated set) the
+    macro mean runs over that one label set, as :func:`compute_metrics` does for the point estimate; a class of
+    the set that a resample misses entirely (neither true nor predicted) is undefined there and left out of that
+    resample's mean. Without ``labels`` they equal scikit-learn's ``f1_score(average="macro"/"weighted")`` with
+    its default labels (the classes present in ``y_true`` or ``y_pred``).
     """
+    fixed = None if labels is None else np.asarray(sorted(labels), dtype=np.int64)
+
+    def k_of(t: np.ndarray, p: np.ndarray) -> int:
+        k = int(max(t.max(), p.max())) + 1
+        return k if fixed is None or not fixed.size else max(k, int(fixed.max()) + 1)
 
     def accuracy(t: np.ndarray, p: np.ndarray) -> float:
         return float(np.mean(t == p))
 
     def macro_f1(t: np.ndarray, p: np.ndarray) -> float:
-        f1, _, present = _f1_per_class(_confusion(t, p, int(max(t.max(), p.max())) + 1))
+        f1, _, present = _f1_per_class(_confusion(t, p, k_of(t, p)))
+        if fixed is not None:
+            over = fixed[present[fixed]]
+            return float(f1[over].mean()) if over.size else 0.0
         return float(f1[present].mean())
 
     def weighted_f1(t: np.ndarray, p: np.ndarray) -> float:
-        f1, support, _ = _f1_per_class(_confusion(t, p, int(max(t.max(), p.max())) + 1))
+        f1, support, _ = _f1_per_class(_confusion(t, p, k_of(t, p)))
         return float((f1 * support).sum() / support.sum())
 
     return {"accuracy": accuracy, "macro_f1": macro_f1, "weighted_f1": weighted_f1}
@@ -167,16 +192,23 @@ def bootstrap_ci(
     n: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    groups: Sequence[Hashable | None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Percentile bootstrap intervals: resample the test set with replacement ``n`` times, recompute each metric.
+
+    With ``groups`` (one per sample: a SER30K topic, a manifest ``group``) this is a cluster bootstrap: whole
+    groups are drawn with replacement, since stickers of one group are not independent; a sample whose group is
+    ``None`` is a group of its own.
 
     Args:
         y_true, y_pred: class indices.
         metrics: name -> fn(y_true, y_pred) -> float, e.g. a scikit-learn metric; default accuracy, macro-F1 and
-            weighted-F1 (``default_ci_metrics``, scikit-learn's values computed quickly).
+            weighted-F1 (``default_ci_metrics`` over the classes with support in ``y_true``: the label set of
+            :func:`compute_metrics`, so the value equals its point estimate).
         n: bootstrap resamples.
         seed: seed of the resampling (same seed, same intervals).
         confidence: interval mass (0.95: the 2.5th and 97.5th percentiles).
+        groups: per-sample group ids for a cluster bootstrap, or ``None`` (samples drawn one by one).
 
     Returns:
         name -> ``{"value": metric on the full set, "low", "high", "std"}``.
@@ -190,11 +222,15 @@ def bootstrap_ci(
     if n < 1:
         raise ValueError(f"n must be positive, got {n}")
     if metrics is None:
-        metrics = default_ci_metrics()
+        metrics = default_ci_metrics(sorted(set(np.unique(t).tolist())))
+    members = _group_members(groups, t.size) if groups is not None else None
     rng = np.random.default_rng(seed)
     draws = {name: np.empty(n) for name in metrics}
     for b in range(n):
-        idx = rng.integers(0, t.size, t.size)
+        if members is None:
+            idx = rng.integers(0, t.size, t.size)
+        else:
+            idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
         for name, fn in metrics.items():
             draws[name][b] = fn(t[idx], p[idx])
     alpha = (1.0 - confidence) / 2
@@ -207,6 +243,29 @@ def bootstrap_ci(
         }
         for name, fn in metrics.items()
     }
+
+
+def _group_members(groups: Sequence[Hashable | None], size: int) -> list[np.ndarray]:
+    """Sample indices per group, groups in first-seen order; ``None`` stands alone."""
+    if len(groups) != size:
+        raise ValueError(f"groups has {len(groups)} entries for {size} samples")
+    by_group: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(("sample", i) if g is None else ("group", g), []).append(i)
+    return [np.asarray(v, dtype=np.int64) for v in by_group.values()]
+
+
+def bootstrap_method(groups: Sequence[Hashable | None] | None, n: int, group_name: str = "group") -> str:
+    """One line naming the bootstrap: per-sample, or cluster over how many groups (and what they are)."""
+    if groups is None:
+        return f"percentile bootstrap over samples, {n} resamples"
+    count = len(_group_members(groups, len(groups)))
+    return f"cluster (group) percentile bootstrap over {count} {group_name}s, {n} resamples"
+
+
+def sample_groups(groups: Sequence[Hashable | None]) -> Sequence[Hashable | None] | None:
+    """``groups`` when the data has any (some sample carries a group), else ``None``: the bootstrap to use."""
+    return list(groups) if any(g is not None for g in groups) else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -347,11 +406,27 @@ def _markdown_report(
     title: str,
     extra: Mapping[str, Any] | None,
     comparison: str | None,
+    provenance: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
+    bootstrap: str | None = None,
 ) -> str:
     lines = [f"# {title}", ""]
+    if warnings:
+        lines += ["> **Evaluation conditions differ from training:**", ">"]
+        lines += [f"> - {w}" for w in warnings]
+        lines.append("")
     for key, value in (extra or {}).items():
         lines.append(f"- {key}: {value}")
-    lines += [f"- samples: {metrics['n']}", ""]
+    lines += [f"- samples: {metrics['n']}"]
+    if ci and bootstrap:
+        lines.append(f"- 95% CI: {bootstrap}")
+    absent = metrics.get("classes_without_support") or []
+    if absent:
+        lines.append(
+            f"- classes without support in this split: {', '.join(absent)}; left out of every macro average "
+            "(point and interval alike), listed with support 0 below"
+        )
+    lines.append("")
     lines += ["## Summary (%)", ""]
     lines += ["| metric | value | 95% CI |", "|---|---|---|"]
     summary = [
@@ -374,9 +449,10 @@ def _markdown_report(
             lines.append(f"| {label} | {value:.4f} | – |" if key == "log_loss" else f"| {label} | {value:.2f} | – |")
     lines += ["", "## Per class (%)", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for row in metrics["per_class"]:
+        support = row["support"] if row["support"] else "0 (no support: not in macro averages)"
         lines.append(
             f"| {row['class']} | {100 * row['precision']:.2f} | {100 * row['recall']:.2f} | {100 * row['f1']:.2f} "
-            f"| {row['support']} |"
+            f"| {support} |"
         )
     classes = metrics["classes"]
     lines += ["", "## Confusion matrix (rows: true, columns: predicted)", ""]
@@ -387,6 +463,8 @@ def _markdown_report(
     lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
     if comparison:
         lines += ["## Against published SER30K results (%)", "", comparison]
+    if provenance:
+        lines += ["## Provenance", "", "```json", json.dumps(provenance, indent=2, ensure_ascii=False), "```", ""]
     return "\n".join(lines)
 
 
@@ -399,6 +477,9 @@ def write_report(
     extra: Mapping[str, Any] | None = None,
     compare_published: bool = False,
     selected_on: str = "val",
+    provenance: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
+    bootstrap: str | None = None,
 ) -> dict[str, Path]:
     """Write an evaluation folder.
 
@@ -415,6 +496,10 @@ def write_report(
             report.
         compare_published: add ``comparison_table`` (only meaningful on the SER30K test split).
         selected_on: how the evaluated checkpoint was chosen, for the comparison table.
+        provenance: where the model and data came from (``mghft.provenance``), written to ``metrics.json`` and
+            as the report's last section.
+        warnings: ways the evaluation differs from training, shown at the top of the report.
+        bootstrap: how ``ci`` was computed (``bootstrap_method``), named in the report.
 
     Returns:
         file kind -> path.
@@ -428,7 +513,14 @@ def write_report(
         "confusion_png": out / "confusion_matrix.png",
         "report": out / "report.md",
     }
-    payload = {"metrics": dict(metrics), "ci": dict(ci) if ci else None, **({"extra": dict(extra)} if extra else {})}
+    payload = {
+        "metrics": dict(metrics),
+        "ci": dict(ci) if ci else None,
+        **({"bootstrap": bootstrap} if ci and bootstrap else {}),
+        **({"extra": dict(extra)} if extra else {}),
+        **({"warnings": list(warnings)} if warnings else {}),
+        **({"provenance": dict(provenance)} if provenance else {}),
+    }
     paths["metrics"].write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     with paths["per_class"].open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -446,5 +538,6 @@ def write_report(
     paths["confusion_json"].write_text(json.dumps(confusion, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     plot_confusion_matrix(metrics["confusion_matrix"], metrics["classes"], paths["confusion_png"])
     comparison = comparison_table(metrics, ci=ci, selected_on=selected_on) if compare_published else None
-    paths["report"].write_text(_markdown_report(metrics, ci, title, extra, comparison), encoding="utf-8")
+    text = _markdown_report(metrics, ci, title, extra, comparison, provenance, warnings, bootstrap)
+    paths["report"].write_text(text, encoding="utf-8")
     return paths

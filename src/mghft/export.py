@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mghft.models.mghft import MGHFT
+from mghft.provenance import training_views, view_keep
 from mghft.views import VIEWS
 
 INPUT_NAMES = ("images", "text_features", "view_mask")
@@ -34,14 +35,21 @@ METADATA_KEY = "mghft"
 
 
 class ExportWrapper(nn.Module):
-    """The model with tensor inputs and a fixed tuple of outputs (what exporters need)."""
+    """The model with tensor inputs and a fixed tuple of outputs (what exporters need).
+
+    The views the checkpoint was trained with (its provenance) are built in: the others are masked out whatever
+    ``view_mask`` says.
+    """
 
     def __init__(self, model: MGHFT, temperature: float = 1.0) -> None:
         super().__init__()
         self.model = model
         self.temperature = float(temperature)
+        keep = view_keep(training_views(getattr(model, "checkpoint_meta", None)))
+        self.register_buffer("keep", torch.tensor(keep, dtype=torch.bool), persistent=False)
 
     def forward(self, images: Tensor, text_features: Tensor, view_mask: Tensor) -> tuple[Tensor, ...]:
+        view_mask = view_mask & self.keep.to(view_mask.device)
         out = self.model(images, text_features=text_features, view_mask=view_mask, explain=True)
         logits = out["logits"]  # (B, C)
         attn = out.get("view_attention")
@@ -92,6 +100,8 @@ def export_metadata(model: MGHFT, class_names: Sequence[str], preprocess: dict[s
         "temperature": checkpoint_temperature(model),
         "calibrated": bool((getattr(model, "checkpoint_meta", None) or {}).get("calibration")),
         "emoji": (getattr(model, "checkpoint_meta", None) or {}).get("emoji"),
+        "trained_views": list(training_views(getattr(model, "checkpoint_meta", None))),
+        "provenance": (getattr(model, "checkpoint_meta", None) or {}).get("provenance"),
     }
 
 

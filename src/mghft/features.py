@@ -3,8 +3,10 @@
 A frozen text encoder gives the same feature for the same string every time, so training never needs to run it:
 each distinct view text is encoded once and stored. The cache is content-addressed:
 
-- one folder per *encoder setting* (encoder id, layers averaged, masked or unmasked mean, padding, max length),
-  named by a fingerprint of those settings: changing any of them starts a new folder;
+- one folder per *encoder setting* (encoder id, the identity of its weights, layers averaged, masked or unmasked
+  mean, padding, max length), named by a fingerprint of those settings: changing any of them starts a new folder.
+  The weights' identity is the hub revision (commit) of a hub id, or the sha256 of every file of a local folder,
+  so a fine-tuned encoder re-saved into the same folder never serves the old features;
 - inside it, one row per distinct *text*, keyed by the sha256 of the text: a changed description is a new text
   and is encoded on the next use, while unchanged texts are reused.
 
@@ -23,6 +25,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -31,13 +34,73 @@ from torch import Tensor
 from mghft.config import TextConfig
 from mghft.models.text import TextEncoder, view_texts
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 _FINGERPRINT_FIELDS = ("encoder", "dim", "max_length", "last_layers", "masked_mean", "pad_to_max_length")
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
 
-def encoder_fingerprint(cfg: TextConfig) -> str:
-    """A short id of everything that changes a text's feature."""
-    spec = {k: getattr(cfg, k) for k in _FINGERPRINT_FIELDS}
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) for the life of the process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _FILE_HASHES[key] = digest.hexdigest()
+    return _FILE_HASHES[key]
+
+
+def folder_sha256(folder: str | Path) -> str:
+    """One sha256 over every file of a folder (relative names and contents; hidden files and folders skipped)."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            digest.update(f"{rel.as_posix()}\0{_file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def encoder_identity(cfg: TextConfig) -> dict[str, Any]:
+    """What identifies the text encoder's weights and pooling: id, hub revision or weight-file hash, settings.
+
+    A local folder (or the packaged MiniLM) is identified by :func:`folder_sha256`; a hub id by the commit of the
+    snapshot in the local Hugging Face cache, or, when it is not cached yet and the network is allowed, the hub's
+    current commit.
+
+    Raises:
+        TextEncoderUnavailable: a hub id that is neither cached nor reachable (offline mode).
+    """
+    from mghft.models.text import TextEncoderUnavailable, offline_mode, resolve_encoder_source
+
+    out: dict[str, Any] = {k: getattr(cfg, k) for k in _FINGERPRINT_FIELDS}
+    if cfg.encoder is None:
+        return out
+    source = resolve_encoder_source(cfg.encoder)
+    if os.path.isdir(source):
+        out["weights_sha256"] = folder_sha256(source)
+        return out
+    try:
+        from huggingface_hub import snapshot_download
+
+        out["revision"] = Path(snapshot_download(cfg.encoder, local_files_only=True)).name
+    except Exception as cached_error:  # not in the local cache (the hub raises several types for this)
+        if offline_mode():
+            raise TextEncoderUnavailable(
+                f"text encoder {cfg.encoder!r} is not in the Hugging Face cache, so its revision is unknown "
+                "(offline mode)"
+            ) from cached_error
+        from huggingface_hub import HfApi
+
+        out["revision"] = HfApi().model_info(cfg.encoder).sha
+    return out
+
+
+def encoder_fingerprint(cfg: TextConfig, identity: Mapping[str, Any] | None = None) -> str:
+    """A short id of everything that changes a text's feature, the encoder's weights included."""
+    spec = dict(identity if identity is not None else encoder_identity(cfg))
     spec["format"] = CACHE_FORMAT
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -59,7 +122,8 @@ class TextFeatureCache:
         self, root: str | Path, cfg: TextConfig, encoder_factory: Callable[[], TextEncoder] | None = None
     ) -> None:
         self.cfg = cfg
-        self.dir = Path(root) / encoder_fingerprint(cfg)
+        self.identity = encoder_identity(cfg)
+        self.dir = Path(root) / encoder_fingerprint(cfg, self.identity)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._factory = encoder_factory or (lambda: TextEncoder.from_config(cfg))
         self._encoder: TextEncoder | None = None
@@ -70,8 +134,7 @@ class TextFeatureCache:
         with self._locked():
             self._merge_index()
             if not (self.dir / "settings.json").exists():
-                spec = {k: getattr(self.cfg, k) for k in _FINGERPRINT_FIELDS}
-                (self.dir / "settings.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
+                (self.dir / "settings.json").write_text(json.dumps(self.identity, indent=2), encoding="utf-8")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

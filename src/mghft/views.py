@@ -29,21 +29,48 @@ OFFICIAL_HEADERS: dict[str, str] = {
 """Section headers of the public code's description text (its ``gesture`` is our ``posture_expression``)."""
 
 _HEADER_TO_VIEW = {header: view for view, header in OFFICIAL_HEADERS.items()}
-_SECTION_RE = re.compile("(" + "|".join(re.escape(h) for h in OFFICIAL_HEADERS.values()) + ")")
+_HEADER_NAME_TO_VIEW = {
+    "intention": "intention",
+    "style": "style",
+    "main role": "main_role",
+    "gesture": "posture_expression",
+}
+_APOSTROPHES = "'\u2019\u2018`\u00b4\u02bc\u2032"
+SECTION_HEADER_RE = re.compile(
+    rf"(#[ \t]*the\s+sticker\s*[{_APOSTROPHES}]?\s*s\s+(?:intention|style|main\s+role|gesture))", re.IGNORECASE
+)
+"""A section header up to typography: ``#The sticker's intention``, ``# The Sticker’s main  role`` ..."""
+_HEADER_LIKE_RE = re.compile(rf"#[ \t]*the\s+sticker\s*[{_APOSTROPHES}]?\s*s\b[^:\n#]{{0,40}}", re.IGNORECASE)
+
+
+def _view_of(header: str) -> str:
+    name = " ".join(header.lower().split()[-2:])
+    return _HEADER_NAME_TO_VIEW[name] if name in _HEADER_NAME_TO_VIEW else _HEADER_NAME_TO_VIEW[name.split()[-1]]
 
 
 def parse_official_text(text: str) -> dict[str, str]:
     """Split a public-code description into views.
 
-    Text before the first header is dropped, as the public code does. A view whose header is missing is absent
-    from the result; a header that appears twice keeps its last section. Leading ``:`` and whitespace after a
-    header are stripped.
+    Headers are recognised up to typography: letter case, a typographic apostrophe (``’``) and spacing
+    (``# The sticker's``). Text before the first header is dropped, as the public code does. A view whose header
+    is missing is absent from the result; a header that appears twice keeps its last section. Leading ``:`` and
+    whitespace after a header are stripped.
     """
-    parts = _SECTION_RE.split(text)
+    parts = SECTION_HEADER_RE.split(text)
     views: dict[str, str] = {}
     for header, body in zip(parts[1::2], parts[2::2], strict=True):
-        views[_HEADER_TO_VIEW[header]] = body.strip().lstrip(":").strip()
+        views[_view_of(header)] = body.strip().lstrip(":").strip()
     return views
+
+
+def unknown_section_headers(text: str) -> list[str]:
+    """Header-like ``#The sticker's …`` phrases of ``text`` that are not one of the four sections (a typo, a
+    section the public format does not have): a description holding one must not be read silently."""
+    out = []
+    for match in _HEADER_LIKE_RE.finditer(text):
+        if not SECTION_HEADER_RE.match(text, match.start()):
+            out.append(match.group(0).strip())
+    return out
 
 
 def format_official_text(views: Mapping[str, str]) -> str:
@@ -56,5 +83,5 @@ def format_official_text(views: Mapping[str, str]) -> str:
 
 def official_section_texts(text: str) -> list[str]:
     """The per-view strings the public code feeds its text encoder: header glued to the stripped section body."""
-    parts = _SECTION_RE.split(text)
+    parts = SECTION_HEADER_RE.split(text)
     return [header + body.strip() for header, body in zip(parts[1::2], parts[2::2], strict=True)]

@@ -22,7 +22,7 @@ from typing import Any
 from mghft.data.errors import DataFormatError, csv_rows, decode_text, parse_int
 from mghft.data.images import IMAGE_EXTENSIONS
 from mghft.data.records import DatasetIndex, Sample
-from mghft.views import VIEWS, parse_official_text
+from mghft.views import VIEWS, parse_official_text, unknown_section_headers
 
 _TEXT_FIELDS = ("text", "ocr_text")
 _KNOWN_FIELDS = {"path", "label", "key", "group", "descriptions", *_TEXT_FIELDS, *VIEWS}
@@ -95,6 +95,15 @@ def _descriptions(path: Path, line: int, row: Mapping[str, Any]) -> dict[str, st
             if text.strip():
                 views[view] = text.strip()
     elif isinstance(raw, str):
+        unknown = unknown_section_headers(raw)
+        if unknown:
+            raise DataFormatError(
+                path,
+                f"section header {unknown[0]!r} is not one of the four (#The sticker's intention/style/main role/"
+                "gesture)",
+                line=line,
+                field="descriptions",
+            )
         views.update(parse_official_text(raw))
     elif raw is not None:
         raise DataFormatError(path, "expected an object or text", line=line, field="descriptions")

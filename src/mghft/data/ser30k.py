@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from mghft.data.errors import DataFormatError, parse_int
 from mghft.data.records import DatasetIndex, Sample
-from mghft.views import OFFICIAL_HEADERS, parse_official_text
+from mghft.views import OFFICIAL_HEADERS, SECTION_HEADER_RE, parse_official_text, unknown_section_headers
 
 SER30K_CLASSES: tuple[str, ...] = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 """SER30K's classes in the order of its tables; used when a JSON has no ``categories``."""
@@ -125,7 +125,7 @@ def _categories(path: Path, raw: Any) -> tuple[tuple[str, ...], dict[int, int]]:
 
 
 def _has_official_headers(text: Any) -> bool:
-    return isinstance(text, str) and any(h in text for h in OFFICIAL_HEADERS.values())
+    return isinstance(text, str) and (SECTION_HEADER_RE.search(text) is not None or bool(unknown_section_headers(text)))
 
 
 def read_ser30k_json(path: str | Path, images_root: str | Path, *, text: TextFormat = "auto") -> DatasetIndex:
@@ -201,6 +201,9 @@ def read_ser30k_json(path: str | Path, images_root: str | Path, *, text: TextFor
         meta = {k: v for k, v in rec.items() if k not in ("topic", "file_name", "text", "anno")}
         label = anno_to_label[anno]
         if as_descriptions:
+            unknown = unknown_section_headers(raw)
+            if unknown:
+                raise bad(i, f"section header {unknown[0]!r} is not one of {list(OFFICIAL_HEADERS.values())}", "text")
             views = parse_official_text(raw) or None
             samples.append(Sample(images_root / topic / file_name, label, key, "", topic, views, meta))
         else:

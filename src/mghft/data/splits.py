@@ -22,7 +22,7 @@ import json
 import math
 import os
 import random
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ class Split:
     group_by: str | None = None
     dataset: str = ""
     class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    note: str = ""
+    """How groups were handled, in words (e.g. that the dataset defines none)."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -62,6 +64,7 @@ class Split:
             "fractions": self.fractions,
             "splits": self.splits,
             "class_counts": self.class_counts,
+            **({"note": self.note} if self.note else {}),
         }
 
     @classmethod
@@ -89,6 +92,7 @@ class Split:
             group_by=data.get("group_by"),
             dataset=str(data.get("dataset") or ""),
             class_counts=dict(data.get("class_counts") or {}),
+            note=str(data.get("note") or ""),
         )
 
     def save(self, path: str | Path) -> Path:
@@ -144,6 +148,65 @@ class Split:
         return parts
 
 
+def resolve_group_by(index: DatasetIndex, group_by: str | None) -> tuple[str | None, str]:
+    """The grouping a split of ``index`` must use, and a sentence saying so.
+
+    ``None`` means the reader's own groups (a manifest's ``group`` column, SER30K topics, a class folder's
+    sub-folders) whenever any sample has one; ``"none"`` turns grouping off on purpose; anything else is used as
+    given (a ``Sample`` attribute or ``meta`` key).
+    """
+    if group_by == "none":
+        return None, "grouping turned off (group_by: none): images of one group may straddle the split"
+    if group_by is not None:
+        return group_by, f"grouped by {group_by!r}"
+    groups = {s.group for s in index.samples if s.group is not None}
+    if groups:
+        return "group", f"grouped by the dataset's own groups ({len(groups)} groups never straddle two parts)"
+    return None, f"{index.name} defines no groups (nothing that must stay on one side of a split): split by image"
+
+
+def ser30k_official_split(root: str | Path, annotations: str | Path | None = None) -> bool:
+    """Whether a SER30K folder (or ``annotations``) has its own train/val/test files; if not, ``all_annos.json``
+    is split here (grouped by topic). A single annotation file is never an official split."""
+    from mghft.data.ser30k import annotation_file
+
+    if annotations is not None and not (Path(root) / annotations).is_dir() and not Path(annotations).is_dir():
+        return False
+    return all(annotation_file(root, s, annotations).is_file() for s in ("train", "val", "test"))
+
+
+def empty_split_error(fmt: str, root: str | Path, empty: Sequence[str], parts: Mapping[str, DatasetIndex]) -> Exception:
+    """The error for splits left without a usable image, with the reasons the reader and checks gave."""
+    from mghft.errors import MghftError
+
+    skipped: dict[str, str] = {}
+    for part in parts.values():
+        skipped.update(part.skipped)
+    return MghftError(
+        f"split(s) {list(empty)} of {fmt} dataset {root} hold no usable images: {skipped_summary(skipped)}",
+        hint="check data.root and the image folders (skipped.json in the run folder lists every item)",
+    )
+
+
+def _reason_kind(reason: str) -> str:
+    for sep in (" (", ": "):
+        if sep in reason:
+            reason = reason.split(sep, 1)[0]
+    return reason.strip()
+
+
+def skipped_summary(skipped: Mapping[str, str], first: int = 3) -> str:
+    """Counts of left-out items by reason, and the first few with their full reason (one line)."""
+    if not skipped:
+        return "no item was left out by the reader or the checks"
+    counts: dict[str, int] = {}
+    for reason in skipped.values():
+        counts[_reason_kind(reason)] = counts.get(_reason_kind(reason), 0) + 1
+    by_reason = ", ".join(f"{c} {k}" for k, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    examples = "; ".join(f"{k}: {r}" for k, r in list(skipped.items())[:first])
+    return f"{len(skipped)} item(s) left out ({by_reason}), e.g. {examples}"
+
+
 def _group_fn(group_by: GroupBy) -> tuple[Callable[[Sample], Hashable] | None, str | None]:
     if group_by is None:
         return None, None
@@ -176,6 +239,7 @@ def stratified_split(
     seed: int = 0,
     group_by: GroupBy = None,
     names: Sequence[str] = ("train", "val", "test"),
+    note: str = "",
 ) -> Split:
     """Split an index into parts whose class proportions follow the whole.
 
@@ -191,6 +255,7 @@ def stratified_split(
         group_by: ``None``; a ``Sample`` attribute (``"group"``) or ``meta`` key; or a function of a sample.
             Samples sharing a value never straddle two parts; a sample whose value is ``None`` stands alone.
         names: part names, one per fraction.
+        note: how groups were handled, in words (written to the split file).
     """
     fractions = [float(f) for f in fractions]
     names = list(names)
@@ -236,16 +301,23 @@ def stratified_split(
             totals[stratum(s)] += 1
         targets = [[f * t for t in totals] for f in fractions]
         counts = [[0] * n_strata for _ in fractions]
-        for unit in units:
+        for position, unit in enumerate(units):
             hist = [0] * n_strata
             for s in unit:
                 hist[stratum(s)] += 1
-            # Increase of sum_c (count - target)^2 if the unit joins part p.
+            # Increase of sum_c (count - target)^2, plus that of (part size - its target)^2, if the unit joins
+            # part p: the size term keeps small parts from staying empty when every class is already near target.
+            n = len(unit)
             costs = [
                 sum(h * (2 * (counts[p][c] - targets[p][c]) + h) for c, h in enumerate(hist) if h)
+                + n * (2 * (sum(counts[p]) - fractions[p] * len(index.samples)) + n)
                 for p in range(len(fractions))
             ]
-            best = min(range(len(fractions)), key=lambda p: (costs[p], p))
+            # When only as many units remain as parts are empty, each empty part gets one: no part is left empty
+            # while a unit could fill it.
+            empty = [p for p in range(len(fractions)) if fractions[p] > 0 and not sum(counts[p])]
+            allowed = empty if empty and len(units) - position <= len(empty) else range(len(fractions))
+            best = min(allowed, key=lambda p: (costs[p], p))
             for c, h in enumerate(hist):
                 counts[best][c] += h
             for s in unit:
@@ -265,4 +337,5 @@ def stratified_split(
         group_by=group_name,
         dataset=index.name,
         class_counts=class_counts,
+        note=note,
     )

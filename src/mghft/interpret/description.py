@@ -18,7 +18,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from mghft.views import OFFICIAL_HEADERS, VIEWS
+from mghft.views import SECTION_HEADER_RE, VIEWS
 
 VIEW_MAX_CHARS = 1000
 """Cap on one view's text after cleaning; longer answers are cut at a word boundary."""
@@ -26,7 +26,7 @@ VIEW_MAX_CHARS = 1000
 OCR_MAX_CHARS = 500
 """Cap on the in-image text."""
 
-_HEADER_RE = re.compile("|".join(re.escape(h) for h in OFFICIAL_HEADERS.values()), re.IGNORECASE)
+_HEADER_RE = SECTION_HEADER_RE  # the four headers up to typography (case, ’, spacing)
 _SPACE_RE = re.compile(r"\s+")
 
 

@@ -13,10 +13,23 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+from mghft.errors import UsageError
 from mghft.interpret.backends import Backend
 from mghft.interpret.description import Description, image_sha256
 from mghft.interpret.imaging import DEFAULT_MAX_SIDE, ImageInput, prepare_image, read_image_bytes
 from mghft.interpret.store import DescriptionStore
+
+
+def same_writer(desc: Description, backend: Backend) -> bool:
+    """Whether ``backend`` wrote ``desc``: same backend name and prompt version, and the same model (a server may
+    answer with a dated name, ``gpt-4o-2024-08-06`` for ``gpt-4o``; the offline backend without OCR writes
+    ``<model>-noocr``)."""
+    model = str(getattr(backend, "model", "")) + ("-noocr" if getattr(backend, "ocr", True) is False else "")
+    if desc.backend != getattr(backend, "name", None) or desc.prompt_version != getattr(
+        backend, "prompt_version", None
+    ):
+        return False
+    return desc.model == model or (desc.backend != "offline" and desc.model.startswith(model + "-"))
 
 
 class Interpreter:
@@ -27,6 +40,9 @@ class Interpreter:
         store: optional cache; a new description is written to it.
         max_side: longer side of the image sent to the model.
         timeout: seconds to wait for one description (retries included) before giving up.
+        reuse: ``"same"`` (default): a stored description is used only when this backend wrote it (same backend,
+            model and prompt version; see :func:`same_writer`), otherwise the image is described again and the
+            store updated; ``"any"``: use whatever the store holds.
     """
 
     def __init__(
@@ -36,7 +52,11 @@ class Interpreter:
         *,
         max_side: int = DEFAULT_MAX_SIDE,
         timeout: float | None = 600.0,
+        reuse: str = "same",
     ) -> None:
+        if reuse not in ("same", "any"):
+            raise UsageError(f"reuse must be 'same' or 'any', got {reuse!r}", hint="--reuse same|any")
+        self.reuse = reuse
         self.backend = backend
         self.store = store
         self.max_side = max_side
@@ -77,7 +97,7 @@ class Interpreter:
         sha = image_sha256(data)
         if use_cache and self.store is not None:
             cached = self.store.get(sha)
-            if cached is not None:
+            if cached is not None and (self.reuse == "any" or same_writer(cached, self.backend)):
                 return cached
         prepared = prepare_image(data, source=source, max_side=self.max_side, sha256=sha)
         desc: Description = self._run(self.backend.describe(prepared))

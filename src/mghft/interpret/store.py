@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from mghft.interpret.description import Description, utc_now
+from mghft.errors import MghftError
+from mghft.interpret.description import Description, image_sha256, utc_now
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS descriptions (
@@ -59,6 +60,97 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 SCHEMA_VERSION = "1"
 
 
+class MissingStoreError(MghftError):
+    """A description store that should be read does not exist (nothing is created in its place)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"description store {path} does not exist",
+            hint=f"make it with `mghft interpret --dataset … --backend … --store {path}`, or set "
+            "`data.descriptions: null` to use the descriptions the dataset itself carries (none: image only)",
+        )
+        self.path = path
+
+
+class MixedDescriptionsError(MghftError):
+    """A store whose descriptions come from several writers (backend/model/prompt version), none chosen."""
+
+
+def writer_of(desc: Description) -> str:
+    """``backend/model/prompt_version``: which writer produced a description."""
+    return f"{desc.backend}/{desc.model}/{desc.prompt_version}"
+
+
+def read_descriptions(
+    store_path: str | PathLike[str],
+    images: Mapping[str, Sequence[str | PathLike[str]]],
+    source: str | None = None,
+) -> tuple[dict[str, list[Description | None]], dict[str, Any]]:
+    """The descriptions of the images of each split, checked for one writer, and what was found.
+
+    Args:
+        store_path: an existing store (``mghft interpret`` output).
+        images: split name -> image files, in sample order.
+        source: the writer (``backend/model/prompt_version``) to use, images described only by others counting as
+            missing; ``"any"``: mix every writer on purpose; ``None``: the store must hold one writer only.
+
+    Returns:
+        split -> one description (or ``None``) per image, and a summary ``{"source": "store", "store", "writers":
+        {writer: count used}, "missing", "other_writers": {writer: count ignored}, "description_source",
+        "mixed"}``.
+
+    Raises:
+        MissingStoreError: no store at ``store_path``.
+        MixedDescriptionsError: several writers and no ``source``; or ``source`` names no writer of these images.
+        MghftError: the store describes none of the images.
+    """
+    found: dict[str, list[Description | None]] = {}
+    with DescriptionStore(store_path, must_exist=True) as store:
+        for name, paths in images.items():
+            found[name] = [store.get(image_sha256(p)) for p in paths]
+    writers: dict[str, int] = {}
+    for descs in found.values():
+        for d in descs:
+            if d is not None:
+                writers[writer_of(d)] = writers.get(writer_of(d), 0) + 1
+    total = sum(len(v) for v in found.values())
+    if not writers:
+        raise MghftError(
+            f"description store {store_path} describes none of the {total} images",
+            hint=f"describe them with `mghft interpret --dataset … --store {store_path}`, or set "
+            "`data.descriptions: null` to train on the dataset's own descriptions (none: image only)",
+        )
+    counts = ", ".join(f"{w}: {c}" for w, c in sorted(writers.items()))
+    if source is None and len(writers) > 1:
+        raise MixedDescriptionsError(
+            f"description store {store_path} mixes {len(writers)} writers (backend/model/prompt version) over "
+            f"these images: {counts}",
+            hint="set `data.description_source` to one of them (the others count as missing), or to `any` to mix "
+            "them on purpose",
+        )
+    other: dict[str, int] = {}
+    if source not in (None, "any"):
+        if source not in writers:
+            raise MixedDescriptionsError(
+                f"data.description_source {source!r} wrote none of these images in {store_path}; writers: {counts}",
+                hint="set `data.description_source` to one of the writers listed, or to `any`",
+            )
+        other = {w: c for w, c in writers.items() if w != source}
+        writers = {source: writers[source]}
+        found = {n: [d if d is not None and writer_of(d) == source else None for d in v] for n, v in found.items()}
+    missing = sum(d is None for v in found.values() for d in v)
+    summary = {
+        "source": "store",
+        "store": str(store_path),
+        "writers": dict(sorted(writers.items())),
+        "missing": missing,
+        "other_writers": dict(sorted(other.items())),
+        "description_source": source,
+        "mixed": len(writers) > 1,
+    }
+    return found, summary
+
+
 @dataclass(frozen=True)
 class Failure:
     """The last failed attempt to describe an image."""
@@ -79,8 +171,10 @@ class DescriptionStore:
         path: the SQLite file (created with its folder if missing).
     """
 
-    def __init__(self, path: str | PathLike[str]) -> None:
+    def __init__(self, path: str | PathLike[str], *, must_exist: bool = False) -> None:
         self.path = Path(path)
+        if must_exist and not self.path.is_file():
+            raise MissingStoreError(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)

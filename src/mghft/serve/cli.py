@@ -22,6 +22,9 @@ def _add_interpreter_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--store", type=Path,
                    help="description store (SQLite): views written by `mghft interpret` are read from it, "
                    "and new ones cached in it")  # fmt: skip
+    g.add_argument("--reuse", choices=("same", "any"), default="same",
+                   help="with --interpreter: use a stored description only when this backend, model and prompt "
+                   "version wrote it (same, default), or whatever the store holds (any)")  # fmt: skip
 
 
 def register(sub: Any) -> None:
@@ -144,7 +147,7 @@ def _build_interpreter(args: argparse.Namespace) -> Any:
     if not args.interpreter:
         return _StoreOnly(store)
     backend = build_backend(args.interpreter, base_urls=args.base_url, api_key_env=args.api_key_env)
-    return Interpreter(backend, store)
+    return Interpreter(backend, store, reuse=args.reuse)
 
 
 class _StoreOnly:

@@ -41,6 +41,7 @@ from mghft.data.transforms import Preprocess
 from mghft.emoji import emoji_tags
 from mghft.models.mghft import MGHFT
 from mghft.models.text import view_texts
+from mghft.provenance import training_views, view_keep
 from mghft.views import VIEWS
 
 ImageInput = str | PathLike[str] | bytes | bytearray | memoryview | Image.Image
@@ -261,6 +262,8 @@ class Predictor:
         self._desc_cache: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._feat_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = 4096
+        # The views the model was trained with (its provenance); the others are never fed to it.
+        self.view_keep = view_keep(training_views(getattr(model, "checkpoint_meta", None)))
 
     # ------------------------------------------------------------------------------------------------------
     # inputs
@@ -371,6 +374,7 @@ class Predictor:
         """One forward pass over already loaded images with resolved view texts (the service's batch step)."""
         if not images:
             return []
+        texts = [[t if keep else None for t, keep in zip(row, self.view_keep, strict=True)] for row in texts]
         with self._lock:
             x = torch.stack([im.tensor for im in images]).to(self.device)  # (B, 3, S, S)
             tf = self._text_features(texts)

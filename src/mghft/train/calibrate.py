@@ -135,7 +135,12 @@ def calibrate_checkpoint(
     feats = split_text_inputs(cfg, model, {split: part}, info)[split]
     pre = Preprocess.from_dict(model.checkpoint_meta["preprocess"])
     loader = DataLoader(StickerDataset(part, pre.transform(), *feats), batch_size=batch_size, shuffle=False)
-    y, _, probs = predict_loader(model, loader, info, cfg.amp)
+    import torch
+
+    from mghft.provenance import training_views, view_keep
+
+    keep = torch.tensor(view_keep(training_views(model.checkpoint_meta)))  # the views it was trained with
+    y, _, probs = predict_loader(model, loader, info, cfg.amp, keep=keep)
     cal = fit_temperature(as_logits(probs), y, fitted_on=split)
     store_calibration(folder, cal, classes, emoji)
     section, curves = calibration_section(as_logits(probs), y, cal.temperature, split)

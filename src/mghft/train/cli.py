@@ -28,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="continue from <output>/last as if never stopped; changed model, data, views or schedule settings are "
         "refused, other changes recorded in <output>/resumes.jsonl (docs/training.md)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in the output folder (its checkpoints, logs, reports and split.json)",
+    )
     p.set_defaults(handler=_train)
 
     p = sub.add_parser(
@@ -70,7 +75,7 @@ def _train(args: argparse.Namespace) -> int:
     from mghft.train.loop import train
 
     cfg = TrainConfig.from_file(args.config, args.overrides)
-    train(cfg, resume=args.resume)
+    train(cfg, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 
@@ -88,7 +93,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     res = evaluate_checkpoint(
         args.model, cfg, split=args.split, out=args.out, batch_size=args.batch_size, bootstrap=args.bootstrap
     )
-    print(f"{args.split}: accuracy {res['metrics']['accuracy']:.4f}  report in {args.out}")
+    for line in res["warnings"]:
+        print(f"warning: evaluation differs from training: {line}")
+    print(
+        f"{args.split}: accuracy {res['metrics']['accuracy']:.4f} (selected on {res['selected_on']}, views "
+        f"{list(res['views'])})  report in {args.out}"
+    )
     return 0
 
 

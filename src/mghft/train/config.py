@@ -31,6 +31,9 @@ class DataConfig:
     """MET-MEME: ``E``, ``C`` or ``both``."""
     descriptions: str | None = None
     """A description store (``mghft interpret`` output); ``None``: the descriptions the dataset itself carries."""
+    description_source: str | None = None
+    """Which writer's descriptions to use (``backend/model/prompt_version``) when the store holds several;
+    ``any``: mix them on purpose. Left unset, a store with several writers is an error."""
     split_file: str | None = None
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 42

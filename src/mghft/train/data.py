@@ -24,6 +24,7 @@ from mghft.data import (
     stratified_split,
     validate_index,
 )
+from mghft.data.splits import empty_split_error, resolve_group_by, ser30k_official_split
 from mghft.errors import MghftError
 from mghft.train.config import DataConfig
 from mghft.train.randomness import item_rng, item_uniforms
@@ -42,10 +43,12 @@ def load_splits(
     made and written when ``create_split``; with ``log`` skipped items are printed and saved to
     ``<report_dir or output>/skipped.json``.
     """
-    if cfg.format == "ser30k":
+    if cfg.format == "ser30k" and not cfg.split_file and ser30k_official_split(cfg.root, cfg.annotations):
         parts = {s: read_ser30k(cfg.root, s, cfg.annotations) for s in ("train", "val", "test")}
     else:
-        if cfg.format == "metmeme":
+        if cfg.format == "ser30k":  # all_annos.json (or one annotation file), split here by topic
+            whole = read_ser30k(cfg.root, "all", cfg.annotations)
+        elif cfg.format == "metmeme":
             whole = read_metmeme(cfg.root, cfg.language)
         elif cfg.format == "manifest":
             whole = read_manifest(cfg.root)
@@ -59,7 +62,10 @@ def load_splits(
                 f"no split file at {split_path}: evaluate with the training config (same output or data.split_file)"
             )
         else:
-            split = stratified_split(whole, cfg.split_fractions, seed=cfg.split_seed, group_by=cfg.group_by)
+            group_by, note = resolve_group_by(whole, cfg.group_by)
+            if log:
+                print(f"split: {note}")
+            split = stratified_split(whole, cfg.split_fractions, seed=cfg.split_seed, group_by=group_by, note=note)
             split.save(split_path)
         parts = split.apply(whole)
     classes = parts["train"].classes
@@ -76,7 +82,7 @@ def load_splits(
                 print(f"{name}: skipped {len(report.problems)} of {report.total} items\n{report.summary()}")
     empty = [name for name, part in parts.items() if len(part) == 0]
     if empty:
-        raise ValueError(f"split(s) {empty} of {cfg.format} dataset {cfg.root} hold no usable images")
+        raise empty_split_error(cfg.format, cfg.root, empty, parts)
     if skipped and log:
         report_dir = report_dir or output
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -175,7 +181,7 @@ def attach_descriptions(index: DatasetIndex, store_path: str | None) -> list[dic
 
     out: list[dict[str, str] | None] = []
     missing = 0
-    with DescriptionStore(store_path) as store:
+    with DescriptionStore(store_path, must_exist=True) as store:
         for s in index.samples:
             desc = store.get(image_sha256(s.path))
             out.append(dict(desc.views) if desc else None)

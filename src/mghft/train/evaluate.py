@@ -1,4 +1,9 @@
-"""Evaluate a checkpoint on one split of a dataset: with its views, and with every view absent."""
+"""Evaluate a checkpoint on one split of a dataset: with its views, and with every view absent.
+
+The checkpoint's provenance (:mod:`mghft.provenance`) is read back: the views it was trained with are applied, its
+selection (``val`` or ``test``) is shown, and conditions that differ from training (split file, description
+writers, text encoder) are listed at the top of the report.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,18 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader
 
 from mghft.data import Preprocess
 from mghft.data.ser30k import SER30K_CLASSES
-from mghft.evaluate import bootstrap_ci, compute_metrics, write_report
+from mghft.evaluate import bootstrap_ci, bootstrap_method, compute_metrics, sample_groups, write_report
 from mghft.models.factory import load_model
+from mghft.provenance import differences, selected_on, training_views, view_keep
 from mghft.train.config import TrainConfig
 from mghft.train.data import StickerDataset, load_splits
 from mghft.train.loop import predict_loader, setup_distributed, split_text_inputs
+from mghft.train.provenance import data_provenance, encoder_provenance
 
 
 def evaluate_checkpoint(
@@ -26,42 +34,78 @@ def evaluate_checkpoint(
     batch_size: int = 32,
     bootstrap: int = 1000,
 ) -> dict[str, Any]:
-    """Metrics of a checkpoint on ``split`` of ``cfg.data``, written as a report folder to ``out``."""
+    """Metrics of a checkpoint on ``split`` of ``cfg.data``, written as a report folder to ``out``.
+
+    Returns:
+        ``{"metrics", "ci", "views_absent", "views", "selected_on", "warnings", "provenance"}``.
+    """
     info = setup_distributed()
     out = Path(out)
     model = load_model(model_path, text_encoder=False).to(info.device)
-    classes = tuple(model.checkpoint_meta["class_names"])
+    meta = model.checkpoint_meta
+    trained = meta.get("provenance") or {}
+    classes = tuple(meta["class_names"])
     # The run's own split file, never a new one; skipped items are reported beside this evaluation.
-    part = load_splits(cfg.data, Path(cfg.output), create_split=False, report_dir=out)[split]
+    parts = load_splits(cfg.data, Path(cfg.output), create_split=False, report_dir=out)
+    part = parts[split]
     if part.classes != classes:
         raise ValueError(f"the checkpoint's classes {classes} differ from the dataset's {part.classes}")
-    feats = split_text_inputs(cfg, model, {split: part}, info)[split]
+    descriptions: dict[str, Any] = {}
+    feats = split_text_inputs(cfg, model, {split: part}, info, record=descriptions)[split]
     mask = feats[1]
-    pre = Preprocess.from_dict(model.checkpoint_meta["preprocess"])
+    views = training_views(meta)
+    keep = torch.tensor(view_keep(views))
+    pre = Preprocess.from_dict(meta["preprocess"])
     ds = StickerDataset(part, pre.transform(), *feats)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=cfg.workers, shuffle=False)
-    y, pred, probs = predict_loader(model, loader, info, cfg.amp)
+    y, pred, probs = predict_loader(model, loader, info, cfg.amp, keep=keep)
     metrics = compute_metrics(y, pred, classes, probs)
     y0, pred0, probs0 = predict_loader(model, loader, info, cfg.amp, views_absent=True)
     bare = compute_metrics(y0, pred0, classes, probs0)
-    ci = bootstrap_ci(y, pred, n=bootstrap, seed=cfg.seed) if bootstrap else None
+    groups = sample_groups([s.group for s in part.samples])
+    group_name = "topic" if cfg.data.format == "ser30k" else "group"
+    ci = bootstrap_ci(y, pred, n=bootstrap, seed=cfg.seed, groups=groups) if bootstrap else None
+    now = {
+        "data": data_provenance(cfg, parts),
+        "descriptions": descriptions,
+        "text_encoder": encoder_provenance(
+            model.cfg.text, bool((trained.get("text_encoder") or {}).get("fine_tuned")), bool(mask.any())
+        ),
+    }
+    warnings = differences(trained, now)
+    selection = selected_on(meta)
     extra = {
         "checkpoint": str(model_path),
         "split": split,
+        "selected_on": selection,
+        "selected_epoch": (trained.get("selection") or {}).get("epoch"),
+        "views": list(views),
         "dataset": dataclasses.asdict(cfg.data),
-        "images_without_any_view": int((~mask.any(1)).sum()),
+        "images_without_any_view": int((~(mask & keep).any(1)).sum()),
         "views_absent": {"accuracy": bare["accuracy"], "macro_f1": bare["macro"]["f1"]},
     }
     write_report(
         out,
         metrics,
         ci=ci,
-        title=f"{model.cfg.name} on {cfg.data.format} {split}",
+        title=f"{model.cfg.name} on {cfg.data.format} {split} (selected on {selection})",
         extra=extra,
         compare_published=classes == tuple(SER30K_CLASSES) and cfg.data.format == "ser30k" and split == "test",
+        selected_on=selection,
+        provenance={"training": trained, "evaluation": now},
+        warnings=warnings,
+        bootstrap=bootstrap_method(groups, bootstrap, group_name),
     )
     _add_calibration(out, model.checkpoint_meta, y, probs, split)
-    return {"metrics": metrics, "ci": ci, "views_absent": bare}
+    return {
+        "metrics": metrics,
+        "ci": ci,
+        "views_absent": bare,
+        "views": views,
+        "selected_on": selection,
+        "warnings": warnings,
+        "provenance": trained,
+    }
 
 
 def _add_calibration(out: Path, meta: dict[str, Any], y: Any, probs: Any, split: str) -> None:

@@ -27,14 +27,15 @@ from torch.utils.data import DataLoader
 from mghft.config import ConfigError
 from mghft.data import DatasetIndex, Preprocess, build_transform
 from mghft.data.ser30k import SER30K_CLASSES
-from mghft.evaluate import bootstrap_ci, compute_metrics, write_report
+from mghft.evaluate import bootstrap_ci, bootstrap_method, compute_metrics, sample_groups, write_report
 from mghft.features import TextFeatureCache, view_feature_table
 from mghft.hub import cache_dir, default_preprocess, save_checkpoint, update_checkpoint_metrics
 from mghft.losses import MGHFTObjective, StageAlignmentLoss
 from mghft.models.factory import create_model, load_model
 from mghft.models.text import view_texts
 from mghft.train.config import TrainConfig
-from mghft.train.data import RepeatAugSampler, StickerDataset, attach_descriptions, drop_views, load_splits
+from mghft.train.data import RepeatAugSampler, StickerDataset, drop_views, load_splits
+from mghft.train.provenance import check_run_folder, clear_run_folder, collect_descriptions, run_provenance
 from mghft.train.randomness import derive_seed, seed_process
 from mghft.train.resume import (
     STATE_NAME,
@@ -117,15 +118,22 @@ def _autocast(device: torch.device, amp: str) -> tuple[contextlib.AbstractContex
 
 
 def split_text_inputs(
-    cfg: TrainConfig, model: nn.Module, parts: dict[str, DatasetIndex], info: DistInfo
+    cfg: TrainConfig,
+    model: nn.Module,
+    parts: dict[str, DatasetIndex],
+    info: DistInfo,
+    record: dict[str, Any] | None = None,
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Per-view features and masks per split, from the on-disk cache (computed once, on the main process).
 
     With a fine-tuned encoder the features are placeholders: the view texts travel with the samples instead.
+    ``record``, when given, receives where the descriptions came from (``collect_descriptions``' summary).
     """
     root = Path(cfg.feature_cache) if cfg.feature_cache else cache_dir() / "text-features"
     out = {}
-    descriptions = {name: attach_descriptions(part, cfg.data.descriptions) for name, part in parts.items()}
+    descriptions, summary = collect_descriptions(parts, cfg.data, log=info.main)
+    if record is not None:
+        record.update(summary)
     if getattr(model, "text_encoder", None) is not None:
         out = {}
         for name, descs in descriptions.items():
@@ -190,14 +198,24 @@ def model_inputs(model: nn.Module, batch: dict[str, Any], device: torch.device) 
 
 @torch.no_grad()
 def predict_loader(
-    model: nn.Module, loader: DataLoader, info: DistInfo, amp: str = "off", views_absent: bool = False
+    model: nn.Module,
+    loader: DataLoader,
+    info: DistInfo,
+    amp: str = "off",
+    views_absent: bool = False,
+    keep: Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels, predictions and probabilities over a (possibly sharded) loader, gathered on every process."""
+    """Labels, predictions and probabilities over a (possibly sharded) loader, gathered on every process.
+
+    ``keep`` (4 bools, stage order) masks out the views the model was not trained with.
+    """
     model.eval()
     ctx, _ = _autocast(info.device, amp)
     idx, probs = [], []
     for batch in loader:
         mask = batch["view_mask"].to(info.device)
+        if keep is not None:
+            mask = mask & keep.to(info.device)
         if views_absent:
             mask = torch.zeros_like(mask)
         with ctx:
@@ -353,8 +371,12 @@ class _EpochRunner:
         state["samples"] = seen + samples
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Train, select on ``cfg.select_on``, evaluate the selected model once on test; returns the results."""
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Train, select on ``cfg.select_on``, evaluate the selected model once on test; returns the results.
+
+    An output folder holding another run is an error unless ``resume`` (continue it) or ``overwrite`` (remove it
+    first).
+    """
     info = setup_distributed()
     out = Path(cfg.output)
     saved_run: dict[str, Any] = {}
@@ -362,7 +384,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     if resume:  # checked before any data is read: a refused resume fails at once
         saved_run, _ = read_saved_run(out / "last")
         changes = check_config(out, saved_run, cfg, info.world)
+    found = check_run_folder(cfg, resume=resume, overwrite=overwrite)
+    if info.world > 1:
+        dist.barrier()  # every process has looked before the main one writes
     if info.main:
+        if overwrite:
+            clear_run_folder(cfg, found)
         out.mkdir(parents=True, exist_ok=True)
         if not resume:  # the config the run started with; a resume records its changes in resumes.jsonl
             (out / "train.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
@@ -383,7 +410,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
     model = _build_model(cfg, classes)
     mcfg = model.cfg
-    feats = split_text_inputs(cfg, model, parts, info)
+    desc_summary: dict[str, Any] = {}
+    feats = split_text_inputs(cfg, model, parts, info, record=desc_summary)
+    trainable_text = getattr(model, "text_encoder", None) is not None
+    text_used = any(bool(f[1].any()) for f in feats.values())
+    provenance = run_provenance(cfg, parts, desc_summary, mcfg.text, trainable_text, info.device, text_used)
+    if info.main:
+        (out / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str), encoding="utf-8")
     size = mcfg.image_size
     pre = Preprocess.from_dict(default_preprocess(size, mcfg.arch))
     train_tf = build_transform(True, size, rand_augment=cfg.rand_augment, seed=cfg.seed, mean=pre.mean, std=pre.std)
@@ -424,6 +457,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     if resume:
         check_schedule(out, saved_run, mcfg.to_dict(), schedule)
         state = _restore(out / "last", model, optimizer, scaler)
+        if state["best_epoch"] > 0:
+            provenance["selection"].update(epoch=state["best_epoch"], value=state["best"])
         if info.main:
             record_resume(out, changes, state, info.world, resume_notes(saved_run, cfg))
             restore_log(out, state["history"])
@@ -446,7 +481,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         loaders["train"].sampler.set_epoch(epoch)
         datasets["train"].set_epoch(epoch)
         means = run.train_epoch(loaders["train"], epoch, state)
-        y, pred, probs = predict_loader(net, loaders[select_split], info, cfg.amp)
+        y, pred, probs = predict_loader(net, loaders[select_split], info, cfg.amp, keep=keep)
         metrics = compute_metrics(y, pred, classes, probs)
         score = _metric(metrics, cfg.select_metric)
         row = {
@@ -463,6 +498,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         improved = score > state["best"]
         if improved:
             state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
+            provenance["selection"].update(epoch=epoch + 1, value=score)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
@@ -470,9 +506,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             _log(out, row, writer)
             if improved:
                 save_checkpoint(
-                    model, out / "best", class_names=classes, metrics={select_split: metrics, "epoch": epoch + 1}
+                    model,
+                    out / "best",
+                    class_names=classes,
+                    metrics={select_split: metrics, "epoch": epoch + 1},
+                    extra={"provenance": provenance},
                 )
-            _save_last(out / "last", model, classes, optimizer, scaler, state)
+            _save_last(out / "last", model, classes, optimizer, scaler, state, provenance)
             print(
                 f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  {select_split} acc {metrics['accuracy']:.4f}  "
                 f"macro-F1 {metrics['macro']['f1']:.4f}" + ("  *" if improved else "")
@@ -490,7 +530,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         dist.all_gather_object(gathered, checksums[0])
         checksums = gathered
     state["rank_checksums"] = checksums  # every process must end with the same weights
-    results = _final_test(cfg, out, classes, datasets, loaders, info, state)
+    results = _final_test(cfg, out, classes, datasets, loaders, info, state, keep)
     if writer is not None:
         writer.close()
     if info.world > 1:
@@ -506,15 +546,17 @@ def _final_test(
     loaders: dict[str, DataLoader],
     info: DistInfo,
     state: dict[str, Any],
+    keep: Tensor,
 ) -> dict[str, Any]:
     """Load the selected checkpoint and evaluate it once on test: with its views, and with every view absent."""
     best = load_model(out / "best", text_encoder=False).to(info.device)
-    y, pred, probs = predict_loader(best, loaders["test"], info, cfg.amp)
+    provenance = best.checkpoint_meta.get("provenance") or {}
+    y, pred, probs = predict_loader(best, loaders["test"], info, cfg.amp, keep=keep)
     metrics = compute_metrics(y, pred, classes, probs)
     y0, pred0, probs0 = predict_loader(best, loaders["test"], info, cfg.amp, views_absent=True)
     bare = compute_metrics(y0, pred0, classes, probs0)
     # Temperature scaling is fitted on val (every process takes part in the gathered prediction).
-    y_val, _, p_val = predict_loader(best, loaders["val"], info, cfg.amp)
+    y_val, _, p_val = predict_loader(best, loaders["val"], info, cfg.amp, keep=keep)
     results = {
         "selected_on": cfg.select_on,
         "best_epoch": state["best_epoch"],
@@ -527,8 +569,11 @@ def _final_test(
             "weighted_f1": bare["weighted"]["f1"],
         },
     }
+    results["provenance"] = provenance
     if info.main:
-        ci = bootstrap_ci(y, pred, n=cfg.bootstrap, seed=cfg.seed) if cfg.bootstrap else None
+        groups = sample_groups([s.group for s in datasets["test"].index.samples])
+        ci = bootstrap_ci(y, pred, n=cfg.bootstrap, seed=cfg.seed, groups=groups) if cfg.bootstrap else None
+        group_name = "topic" if cfg.data.format == "ser30k" else "group"
         write_report(
             out / "test",
             metrics,
@@ -541,6 +586,8 @@ def _final_test(
             },
             compare_published=tuple(classes) == tuple(SER30K_CLASSES) and cfg.data.format == "ser30k",
             selected_on=cfg.select_on,
+            provenance=provenance,
+            bootstrap=bootstrap_method(groups, cfg.bootstrap, group_name),
         )
         results["ci"] = ci
         from mghft.train.calibrate import calibrate_after_training
@@ -548,6 +595,7 @@ def _final_test(
         results["calibration"] = calibrate_after_training(
             out / "best", out / "test", classes, (y_val, p_val), (y, probs)
         )
+        results["bootstrap"] = bootstrap_method(groups, cfg.bootstrap, group_name) if ci else None
         (out / "results.json").write_text(json.dumps(results, indent=2, default=float), encoding="utf-8")
         # The checkpoint carries its test figures, with and without views, for whoever serves it.
         summary = {
@@ -586,6 +634,7 @@ def _save_last(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     state: dict[str, Any],
+    provenance: dict[str, Any] | None = None,
 ) -> None:
     def write_state(tmp: Path) -> None:
         np_tail = np.random.get_state()[2:]  # position in the key block, cached Gaussian
@@ -605,7 +654,7 @@ def _save_last(
             tmp / STATE_NAME,
         )
 
-    save_checkpoint(model, folder, class_names=classes, write_extra=write_state)
+    save_checkpoint(model, folder, class_names=classes, write_extra=write_state, extra={"provenance": provenance or {}})
 
 
 def _restore(
