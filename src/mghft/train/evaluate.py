@@ -60,4 +60,7 @@ def evaluate_checkpoint(
         extra=extra,
         compare_published=classes == tuple(SER30K_CLASSES) and cfg.data.format == "ser30k" and split == "test",
     )
+    from mghft.experiments.predictions import write_predictions  # per-item, for `mghft compare`
+
+    write_predictions(out, part, y, pred, probs)
     return {"metrics": metrics, "ci": ci, "views_absent": bare}

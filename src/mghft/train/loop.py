@@ -491,6 +491,9 @@ def _final_test(
             compare_published=tuple(classes) == tuple(SER30K_CLASSES) and cfg.data.format == "ser30k",
             selected_on=cfg.select_on,
         )
+        from mghft.experiments.predictions import write_predictions  # per-item, for `mghft compare`
+
+        write_predictions(out / "test", datasets["test"].index, y, pred, probs)
         results["ci"] = ci
         (out / "results.json").write_text(json.dumps(results, indent=2, default=float), encoding="utf-8")
         # The checkpoint carries its test figures, with and without views, for whoever serves it.
