@@ -320,12 +320,20 @@ def _release_gpu_memory() -> None:
 def _write_sweep_file(
     report: SweepReport, configs: Sequence[str | Path], seeds: Sequence[int], overrides: Sequence[str]
 ) -> None:
+    """Record the sweep in ``sweep.json``; runs of earlier sweeps into the same folder stay listed."""
     path = report.output / SWEEP_FILE
+    earlier: list[dict[str, Any]] = []
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8")).get("runs", [])
+    except (OSError, ValueError, AttributeError):
+        pass
+    now = [r.as_dict() for r in report.runs]
+    folders = {r["folder"] for r in now}
     payload = {
         "configs": {name: str(p) for name, p in config_names(configs).items()},
         "seeds": list(seeds),
         "overrides": list(overrides),
-        "runs": [r.as_dict() for r in report.runs],
+        "runs": [r for r in earlier if isinstance(r, dict) and r.get("folder") not in folders] + now,
     }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
