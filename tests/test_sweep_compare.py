@@ -152,7 +152,14 @@ def test_interrupted_sweep_resumes_without_redoing_finished_runs(sweep: dict) ->
         assert (folder / "results.json").stat().st_mtime_ns == mtime  # not retrained
         assert len((folder / "log.csv").read_text().splitlines()) == 1 + 6
     resumed = (out / "image_only" / "seed-0" / "log.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in resumed[1:]] == ["1", "2", "3", "4", "5", "6"]  # epoch 1 kept, 2 to 6 added once
+    assert [row.split(",")[0] for row in resumed[1:]] == [
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+    ]  # epoch 1 kept, 2 to 6 added once
     for name in CONFIGS:
         for seed in (0, 1):
             run = out / name / f"seed-{seed}"
@@ -221,8 +228,19 @@ def test_zero_shot_runs_join_the_table_and_selection_on_test_is_named(sweep: dic
     for i, item in enumerate(ref["items"]):
         pred = None if i == 0 else item["label"] if i % 2 else (item["label"] + 1) % len(classes)
         records.append(
-            ZeroShotRecord(item["key"], "sha", item["label"], classes[item["label"]], pred,
-                           None if pred is None else classes[pred], "answer", "", "llm", "v1", {})  # fmt: skip
+            ZeroShotRecord(
+                item["key"],
+                "sha",
+                item["label"],
+                classes[item["label"]],
+                pred,
+                None if pred is None else classes[pred],
+                "answer",
+                "",
+                "llm",
+                "v1",
+                {},
+            )  # fmt: skip
         )
     (zs / "predictions.jsonl").write_text("".join(json.dumps(asdict(r)) + "\n" for r in records))
     (zs / "summary.json").write_text(json.dumps(summarize(records, classes)))

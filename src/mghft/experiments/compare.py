@@ -185,7 +185,9 @@ def compare(
         reference = "mghft" if "mghft" in names else names[0]
     if reference not in names:
         raise UsageError(f"--reference {reference!r}: no such system; the systems are {names}")
-    by_system = {n: sorted((r for r in runs if r.system == n), key=lambda r: (r.seed is None, r.seed or 0)) for n in names}
+    by_system = {
+        n: sorted((r for r in runs if r.system == n), key=lambda r: (r.seed is None, r.seed or 0)) for n in names
+    }
     ref_runs = by_system[reference]
     _align(runs, ref_runs[0])
     classes = ref_runs[0].classes
@@ -365,7 +367,9 @@ def _per_class_table(c: Comparison, systems: list[SystemResult]) -> list[str]:
         row = [name, str(systems[0].pooled["per_class"][i]["support"])]
         for s in systems:
             pc = s.pooled["per_class"][i]
-            row += [f"{_pct(pc[m].value)} [{_pct(pc[m].low)}, {_pct(pc[m].high)}]" for m in ("precision", "recall", "f1")]
+            row += [
+                f"{_pct(pc[m].value)} [{_pct(pc[m].low)}, {_pct(pc[m].high)}]" for m in ("precision", "recall", "f1")
+            ]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -501,8 +505,15 @@ def _as_json(c: Comparison) -> dict[str, Any]:
         "unknown_selection": c.unknown_selection,
         "unfinished": [str(p) for p in c.unfinished],
         "published": [
-            {"system": p.system, "accuracy": p.accuracy, "macro_f1": p.macro_f1, "weighted_f1": p.weighted_f1,
-             "f1": p.f1, "selected_on": "test", "source": p.source}  # fmt: skip
+            {
+                "system": p.system,
+                "accuracy": p.accuracy,
+                "macro_f1": p.macro_f1,
+                "weighted_f1": p.weighted_f1,
+                "f1": p.f1,
+                "selected_on": "test",
+                "source": p.source,
+            }  # fmt: skip
             for p in c.published
         ],
     }

@@ -95,7 +95,8 @@ def ser30k_counts(root: Path) -> dict[str, int]:
             data = json.loads(path.read_text(encoding="utf-8"))
             counts[split] = len(data["annotations"])
         except FileNotFoundError:
-            raise MghftError(f"{path}: no such file", hint="--ser30k is the folder holding Images/ and Annotations/")
+            hint = "--ser30k is the folder holding Images/ and Annotations/"
+            raise MghftError(f"{path}: no such file", hint=hint) from None
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise MghftError(f"{path}: not a SER30K annotation file ({err})") from None
     counts["all"] = sum(counts.values())
@@ -195,15 +196,45 @@ def make_plan(
     launcher = mghft if nproc == 1 else [python, "-m", "torch.distributed.run", "--standalone",
                                          "--nproc-per-node", str(nproc), "-m", "mghft"]  # fmt: skip
     commands = [
-        [*mghft, "interpret", "--dataset", "ser30k", "--root", str(ser30k), "--split", "all", "--store", str(store),
-         "--backend", backend, "--base-url", base_url, "--concurrency", str(concurrency)],  # fmt: skip
+        [
+            *mghft,
+            "interpret",
+            "--dataset",
+            "ser30k",
+            "--root",
+            str(ser30k),
+            "--split",
+            "all",
+            "--store",
+            str(store),
+            "--backend",
+            backend,
+            "--base-url",
+            base_url,
+            "--concurrency",
+            str(concurrency),
+        ],  # fmt: skip
     ]
     zeroshot_requests = 0
     if zeroshot_backend:
         zs_out = out / "zeroshot"
         commands.append(
-            [*mghft, "zeroshot", "--dataset", "ser30k", "--root", str(ser30k), "--split", "test", "--backend",
-             zeroshot_backend, "--base-url", zeroshot_base_url or base_url, "--out", str(zs_out)]  # fmt: skip
+            [
+                *mghft,
+                "zeroshot",
+                "--dataset",
+                "ser30k",
+                "--root",
+                str(ser30k),
+                "--split",
+                "test",
+                "--backend",
+                zeroshot_backend,
+                "--base-url",
+                zeroshot_base_url or base_url,
+                "--out",
+                str(zs_out),
+            ]  # fmt: skip
         )
         zeroshot_requests = max(0, counts["test"] - _answered(zs_out / "predictions.jsonl"))
     sweep_out = out / "sweep"
@@ -212,8 +243,8 @@ def make_plan(
     commands.append([*launcher, "sweep", *ours, "--seeds", str(seeds), f"--set=data.descriptions={store}", *data,
                      "--output", str(sweep_out)])  # fmt: skip
     if "public_code" in configs:
-        commands.append([*launcher, "sweep", str(configs["public_code"]), "--seeds", str(seeds),
-                         f"--set=data.annotations={public_annotations}", *data, "--output", str(sweep_out)])  # fmt: skip
+        public = [str(configs["public_code"]), f"--set=data.annotations={public_annotations}"]
+        commands.append([*launcher, "sweep", *public, "--seeds", str(seeds), *data, "--output", str(sweep_out)])
     zs_arg = [f"zeroshot={out / 'zeroshot'}"] if zeroshot_backend else []
     for table, members in (("baselines", BASELINES), ("ablations", ABLATIONS)):
         folders = [str(sweep_out / n) for n in members if n in configs]

@@ -13,6 +13,7 @@ process decides what to skip or resume so that all processes agree.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -323,10 +324,8 @@ def _write_sweep_file(
     """Record the sweep in ``sweep.json``; runs of earlier sweeps into the same folder stay listed."""
     path = report.output / SWEEP_FILE
     earlier: list[dict[str, Any]] = []
-    try:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         earlier = json.loads(path.read_text(encoding="utf-8")).get("runs", [])
-    except (OSError, ValueError, AttributeError):
-        pass
     now = [r.as_dict() for r in report.runs]
     folders = {r["folder"] for r in now}
     payload = {
