@@ -294,3 +294,28 @@ def test_usage_errors() -> None:
     assert sweep_mod.parse_seeds("3") == [0, 1, 2] and sweep_mod.parse_seeds("5,9") == [5, 9]
     with pytest.raises(UsageError, match="distinct"):
         sweep_mod.parse_seeds("1,1")
+
+
+def test_sweep_under_torchrun_runs_each_run_distributed_and_skips_finished_ones(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    manifest = write_text_labelled(tmp_path / "data", 6)
+    config = tmp_path / "text.yaml"
+    fields = {**_base_config(manifest, tmp_path / "features"), "epochs": 1, "model_overrides": {"arch": "text_only"}}
+    config.write_text(yaml.safe_dump(fields))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "mghft"]
+    cmd += ["sweep", str(config), "--seeds", "2", "--output", str(tmp_path / "sweep")]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    runs = [tmp_path / "sweep" / "text" / f"seed-{s}" for s in (0, 1)]
+    for run in runs:
+        assert json.loads((run / "results.json").read_text())["world_size"] == 2
+    assert first.stdout.count("2 of 2 runs finished") == 1  # the main process reports, once
+    mtimes = [(run / "results.json").stat().st_mtime_ns for run in runs]
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("finished earlier, skipped") == 2
+    assert [(run / "results.json").stat().st_mtime_ns for run in runs] == mtimes

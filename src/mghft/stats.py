@@ -269,13 +269,22 @@ def pooled_bootstrap(
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """``metric(a) - metric(b)`` on the same items, with its paired bootstrap interval and two-sided p-value."""
+    """``metric(a) - metric(b)`` on the same items, with its paired bootstrap interval and two-sided p-value.
+
+    ``floor`` is the smallest p-value the number of draws can give (``2 / (n_draws + 1)``): a p-value at the floor
+    means "at most this".
+    """
 
     difference: Interval
     p_value: float
+    floor: float = 0.0
+
+    @property
+    def at_floor(self) -> bool:
+        return self.p_value <= self.floor * (1 + 1e-9)
 
     def as_dict(self) -> dict[str, object]:
-        return {**self.difference.as_dict(), "p_value": self.p_value}
+        return {**self.difference.as_dict(), "p_value": self.p_value, "p_floor": self.floor}
 
 
 def paired_bootstrap(
@@ -318,7 +327,7 @@ def paired_bootstrap(
         low = (np.sum(delta <= 0) + 1) / (n_draws + 1)
         high = (np.sum(delta >= 0) + 1) / (n_draws + 1)
         p = min(1.0, 2 * min(low, high))
-        out[m] = PairedDifference(_interval(point_a[m] - point_b[m], delta, confidence), float(p))
+        out[m] = PairedDifference(_interval(point_a[m] - point_b[m], delta, confidence), float(p), 2 / (n_draws + 1))
     return out
 
 

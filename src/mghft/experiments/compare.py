@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -275,7 +274,8 @@ def _delta_cell(s: SystemResult, metric: str) -> str:
 def _p_cell(s: SystemResult, metric: str) -> str:
     if s.paired is None:
         return "–"
-    text = _p(s.paired[metric].p_value)
+    d = s.paired[metric]
+    text = f"≤{d.floor:.3f}" if d.at_floor else _p(d.p_value)
     if metric == "accuracy":
         text += f" / {_p(s.mcnemar_p)}"
     return text
@@ -297,7 +297,8 @@ def markdown_table(c: Comparison) -> str:
         f"Test split: {c.n_items} items, {len(c.classes)} classes. Scores in %: mean ± std over seeds, then the 95% "
         f"bootstrap interval of the pooled predictions of all seeds ({c.n_draws} resamples of the {unit}). "
         f"Δ: the system minus `{ref}` on the same items, with its paired-bootstrap 95% interval; p: two-sided "
-        f"paired-bootstrap p-value, and for accuracy also McNemar's test (exact below {stats.EXACT_BELOW} "
+        f"paired-bootstrap p-value (≤: at the smallest value {c.n_draws} resamples can give), and for accuracy also "
+        f"McNemar's test (exact below {stats.EXACT_BELOW} "
         f"discordant items, else chi² with continuity correction; the largest p over seed pairs). "
         f"{NOT_SIGNIFICANT}: not significant at {ALPHA}.",
         "",
@@ -592,8 +593,3 @@ def _plot_confusions(c: Comparison, systems: list[SystemResult], path: Path) -> 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
-
-
-def format_p(p: float) -> str:
-    """A p-value as the tables print it."""
-    return _p(p) if math.isfinite(p) else "–"
