@@ -319,3 +319,18 @@ def test_sweep_under_torchrun_runs_each_run_distributed_and_skips_finished_ones(
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("finished earlier, skipped") == 2
     assert [(run / "results.json").stat().st_mtime_ns for run in runs] == mtimes
+
+
+def test_a_provenance_block_in_the_report_is_read(sweep: dict) -> None:
+    from mghft.experiments.runs import read_run
+
+    run = sweep["tmp"] / "with_provenance"
+    shutil.copytree(sweep["out"] / "text" / "seed-1", run)
+    plain = read_run(run)
+    assert plain.provenance["source"].startswith("train.yaml") and plain.provenance["select_on"] == "val"
+    assert (plain.system, plain.seed) == ("text", 1)  # from sweep_run.json
+    block = {"select_on": "test", "split_sha256": "ab" * 32, "encoder": "bert-base-uncased", "views": ["style"]}
+    (run / "test" / "report.json").write_text(json.dumps({"provenance": block}))
+    record = read_run(run)
+    assert record.selected_on == "test" and record.provenance["split_sha256"] == "ab" * 32
+    assert record.provenance["source"] == str(run / "test" / "report.json")
