@@ -334,3 +334,9 @@ def test_a_provenance_block_in_the_report_is_read(sweep: dict) -> None:
     record = read_run(run)
     assert record.selected_on == "test" and record.provenance["split_sha256"] == "ab" * 32
     assert record.provenance["source"] == str(run / "test" / "report.json")
+    # A `mghft evaluate` report folder is a run too; nothing records how its checkpoint was selected.
+    evaluation = sweep["tmp"] / "evaluation"
+    shutil.copytree(sweep["out"] / "text" / "seed-1" / "test", evaluation)
+    (evaluation / "report.json").unlink()
+    ev = read_run(evaluation)
+    assert ev.selected_on == "unknown" and ev.keys == plain.keys and ev.system == "evaluation"

@@ -82,7 +82,12 @@ def _yaml(path: Path) -> dict[str, Any] | None:
 
 
 def is_training_run(folder: Path) -> bool:
-    return (folder / "results.json").is_file() or (folder / "test" / PREDICTIONS_FILE).is_file()
+    """A finished training run (``results.json`` is written last), or a ``mghft evaluate`` report folder."""
+    return (folder / "results.json").is_file() or _is_evaluation(folder)
+
+
+def _is_evaluation(folder: Path) -> bool:
+    return (folder / PREDICTIONS_FILE).is_file() and (folder / "metrics.json").is_file()
 
 
 def is_zeroshot_run(folder: Path) -> bool:
@@ -160,6 +165,8 @@ def find_provenance(folder: Path) -> tuple[dict[str, Any] | None, str]:
     candidates = [
         folder / "test" / "report.json",
         folder / "test" / "metrics.json",
+        folder / "report.json",
+        folder / "metrics.json",
         folder / "results.json",
         folder / "best" / "config.json",
     ]
@@ -178,9 +185,10 @@ def find_provenance(folder: Path) -> tuple[dict[str, Any] | None, str]:
 def _read_training(folder: Path, name: str | None) -> RunRecord:
     train_cfg = _yaml(folder / "train.yaml")
     results = _json(folder / "results.json") or {}
-    report = _json(folder / "test" / "report.json") or _json(folder / "test" / "metrics.json") or {}
+    test = folder if _is_evaluation(folder) else folder / "test"
+    report = _json(test / "report.json") or _json(test / "metrics.json") or {}
     checkpoint = _json(folder / "best" / "config.json") or {}
-    preds = read_predictions(folder / "test" / PREDICTIONS_FILE)
+    preds = read_predictions(test / PREDICTIONS_FILE)
     system, seed = _names(folder, train_cfg)
     block, source = find_provenance(folder)
     provenance: dict[str, Any] = dict(block or {})
@@ -213,7 +221,7 @@ def _read_training(folder: Path, name: str | None) -> RunRecord:
     reported = (results.get("test") or report.get("metrics") or {}).get("accuracy")
     if reported is not None and items and abs(float(np.mean(labels == predictions)) - float(reported)) > 1e-9:
         raise MghftError(
-            f"{folder / 'test' / PREDICTIONS_FILE}: its accuracy {np.mean(labels == predictions):.6f} differs from "
+            f"{test / PREDICTIONS_FILE}: its accuracy {np.mean(labels == predictions):.6f} differs from "
             f"the reported test accuracy {float(reported):.6f}",
             hint="the predictions belong to another evaluation: re-evaluate the run's checkpoint into its test/",
         )
