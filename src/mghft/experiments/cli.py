@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--published",
         choices=("auto", "ser30k", "none"),
         default="auto",
-        help="published numbers beside ours: SER30K's when the classes are SER30K's (auto)",
+        help="published numbers beside ours: SER30K's when the classes are SER30K's and every run's provenance "
+        "names SER30K (auto)",
     )
     c.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     c.set_defaults(handler=_compare)

@@ -213,7 +213,7 @@ def compare(
                 for a, b in _seed_pairs(rs, ref_runs)
             ]
         results.append(result)
-    pub = _published(classes, published)
+    pub = _published(classes, published, runs)
     comparison = Comparison(
         systems=results,
         reference=reference,
@@ -231,13 +231,17 @@ def compare(
     return comparison
 
 
-def _published(classes: list[str], which: str) -> list[Any]:
+def _published(classes: list[str], which: str, runs: list[RunRecord]) -> list[Any]:
+    """SER30K's published numbers: asked for, or (auto) when the classes are SER30K's and every trained run's
+    provenance names SER30K as its dataset."""
     from mghft.data.ser30k import SER30K_CLASSES
     from mghft.evaluate import PUBLISHED_SER30K
 
     if which == "none":
         return []
-    if which == "ser30k" or list(classes) == list(SER30K_CLASSES):
+    trained = [r for r in runs if r.kind != "zero-shot"]  # a zero-shot summary names only the split
+    on_ser30k = all("ser30k" in str(r.provenance.get("dataset", "")).lower() for r in trained)
+    if which == "ser30k" or (list(classes) == list(SER30K_CLASSES) and on_ser30k):
         return list(PUBLISHED_SER30K)
     return []
 
