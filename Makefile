@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format demo bench clean
+.PHONY: install test lint format demo bench reproduce clean
 
 install: $(STAMP)
 
@@ -29,6 +29,12 @@ test: lint
 # The main job end to end on emoji stickers built from packaged artwork (docs/demo.md): a few minutes on a CPU.
 demo: $(STAMP)
 	$(BIN)/mghft demo --out runs/demo
+
+# The paper's two tables from a SER30K folder and a model server (scripts/reproduce.py; DRY=1: plan and estimate):
+#   make reproduce SER30K=data/SER30K URL=http://localhost:8000/v1 BACKEND=vllm:Qwen/Qwen2.5-VL-7B-Instruct GPUS=4
+reproduce: $(STAMP)
+	$(BIN)/python scripts/reproduce.py --ser30k "$(SER30K)" --base-url "$(URL)" --backend "$(BACKEND)" \
+		--nproc-per-node $(or $(GPUS),1) $(if $(DRY),--dry-run)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py

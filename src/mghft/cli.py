@@ -18,6 +18,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "mghft.train.cli",
     "mghft.serve.cli",
     "mghft.demo.cli",
+    "mghft.experiments.cli",
 )
 
 

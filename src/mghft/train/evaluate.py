@@ -97,6 +97,9 @@ def evaluate_checkpoint(
         bootstrap=bootstrap_method(groups, bootstrap, group_name),
     )
     _add_calibration(out, model.checkpoint_meta, y, probs, split)
+    from mghft.experiments.predictions import write_predictions  # per-item, for `mghft compare`
+
+    write_predictions(out, part, y, pred, probs)
     return {
         "metrics": metrics,
         "ci": ci,

@@ -589,6 +589,9 @@ def _final_test(
             provenance=provenance,
             bootstrap=bootstrap_method(groups, cfg.bootstrap, group_name),
         )
+        from mghft.experiments.predictions import write_predictions  # per-item, for `mghft compare`
+
+        write_predictions(out / "test", datasets["test"].index, y, pred, probs)
         results["ci"] = ci
         from mghft.train.calibrate import calibrate_after_training
 
