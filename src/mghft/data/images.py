@@ -14,8 +14,8 @@ Rules (also in ``docs/data.md``):
   fading-in frame. ``frames=k`` samples ``k`` frames instead, at indices ``floor((2i + 1) n / 2k)`` (``k = 1`` is the
   middle). Still images and other multi-frame files (an MPO photo's second exposure) give their first frame.
 * **Decode budget**: reaching frame ``i`` of a GIF, APNG, WebP or WebM composites every earlier frame onto the
-  canvas, so it costs ``(i + 1) × canvas pixels``. The chosen frames are capped at ``decode_budget // canvas
-  pixels - 1``; when the policy's frame lies beyond, an earlier frame is used and :attr:`DecodedImage.note` says
+  canvas, so it costs ``(i + 1) × canvas pixels`` (at least :data:`MIN_FRAME_COST` a frame). The chosen frames are
+  capped at ``decode_budget // canvas pixels - 1``; when the policy's frame lies beyond, an earlier frame is used and :attr:`DecodedImage.note` says
   which and why (also logged as a warning). Decoding that still runs past ``max_seconds`` is refused.
 * **Transparency** (alpha channel, palette or a ``tRNS`` colour key at any bit depth: 1-, 2-, 4-, 8- and 16-bit
   grey, 8- and 16-bit RGB) is composited onto a solid background, white by default.
@@ -53,6 +53,8 @@ DEFAULT_MAX_FRAMES = 10_000
 DEFAULT_DECODE_BUDGET = 40_000_000
 """Default decode budget in canvas pixels × frames composited: 152 frames of a 512 × 512 sticker, about half a
 second of GIF or WebP decoding on one core."""
+MIN_FRAME_COST = 128 * 128
+"""What one frame counts against the decode budget at the least, in canvas pixels (the per-frame overhead)."""
 DEFAULT_MAX_SECONDS = 10.0
 """Wall-clock limit for decoding one file's frames."""
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
@@ -316,7 +318,9 @@ def policy_indices(n_frames: int, count: int = 1) -> list[int]:
     ``count = 1`` gives the middle frame ``n // 2``; a still image gives ``[0]``.
     """
     n, k = max(1, n_frames), max(1, count)
-    return sorted({((2 * i + 1) * n) // (2 * k) for i in range(min(k, n))})
+    if k >= n:
+        return list(range(n))
+    return sorted({((2 * i + 1) * n) // (2 * k) for i in range(k)})
 
 
 def plan_frames(
@@ -333,7 +337,7 @@ def plan_frames(
             frame costs one (TGS renders any frame directly).
     """
     wanted = policy_indices(n_frames, count)
-    pixels = max(1, canvas[0] * canvas[1])
+    pixels = max(MIN_FRAME_COST, canvas[0] * canvas[1])  # a frame costs at least a small canvas (per-frame overhead)
     if sequential:
         reachable = max(0, limits.decode_budget // pixels - 1)
         chosen = sorted({min(i, reachable) for i in wanted})

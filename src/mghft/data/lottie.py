@@ -29,10 +29,11 @@ from mghft.data.images import (
     to_rgb,
 )
 
-MAX_LOTTIE_BYTES = 8 * 1024 * 1024
-"""Largest decompressed Lottie JSON (Telegram's stickers are 64 KB gzipped, rarely 1 MB unpacked)."""
-RENDER_MAX_SIDE = 1024
-"""Longer side a TGS is rendered at, pixels (Telegram's canvas is 512)."""
+MAX_LOTTIE_BYTES = 2 * 1024 * 1024
+"""Largest decompressed Lottie JSON. Telegram's stickers are at most 64 KB gzipped, a few hundred KB unpacked;
+rendering time grows with the JSON's size (its layers and shapes), so the cap also bounds the time per frame."""
+RENDER_MAX_SIDE = 512
+"""Longer side a TGS is rendered at, pixels (Telegram's canvas is 512 × 512)."""
 
 
 def _number(doc: dict[str, Any], key: str, label: str) -> float:
