@@ -15,8 +15,9 @@ Rules (also in ``docs/data.md``):
   middle). Still images and other multi-frame files (an MPO photo's second exposure) give their first frame.
 * **Decode budget**: reaching frame ``i`` of a GIF, APNG, WebP or WebM composites every earlier frame onto the
   canvas, so it costs ``(i + 1) × canvas pixels`` (at least :data:`MIN_FRAME_COST` a frame). The chosen frames are
-  capped at ``decode_budget // canvas pixels - 1``; when the policy's frame lies beyond, an earlier frame is used and :attr:`DecodedImage.note` says
-  which and why (also logged as a warning). Decoding that still runs past ``max_seconds`` is refused.
+  capped at ``decode_budget // canvas pixels - 1``; when the policy's frame lies beyond, an earlier frame is used
+  and :attr:`DecodedImage.note` says which and why (also logged as a warning). Decoding that still runs past
+  ``max_seconds`` is refused.
 * **Transparency** (alpha channel, palette or a ``tRNS`` colour key at any bit depth: 1-, 2-, 4-, 8- and 16-bit
   grey, 8- and 16-bit RGB) is composited onto a solid background, white by default.
 * **Modes**: palette, CMYK, YCbCr, 1-bit and grey become RGB; 16- and 32-bit integer grey are scaled from
