@@ -20,11 +20,11 @@ RED, GREEN, BLUE, YELLOW, CYAN = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 25
 COLOURS = [RED, GREEN, BLUE, YELLOW, CYAN]  # 5 frames: the policy's middle frame is 2 (blue)
 
 
-def frame(colour: tuple[int, int, int], side: int = SIDE) -> Image.Image:
-    """A transparent canvas with an opaque centre square."""
+def frame(colour: tuple[int, int, int], side: int = SIDE, alpha: int = 255) -> Image.Image:
+    """A transparent canvas with a centre square (opaque by default)."""
     im = Image.new("RGBA", (side, side), (0, 0, 0, 0))
     q = side // 4
-    im.paste((*colour, 255), (q, q, side - q, side - q))
+    im.paste((*colour, alpha), (q, q, side - q, side - q))
     return im
 
 
@@ -105,7 +105,9 @@ def lottie_json(doc: dict) -> bytes:
     return gzip.compress(json.dumps(doc).encode())
 
 
-def webm_alpha(colours: list[tuple[int, int, int]] = COLOURS, *, side: int = SIDE, repeat: int = 1) -> bytes:
+def webm_alpha(
+    colours: list[tuple[int, int, int]] = COLOURS, *, side: int = SIDE, repeat: int = 1, alpha: int = 255
+) -> bytes:
     """A VP9 WebM with an alpha channel (yuva420p), like Telegram's video stickers."""
     import av
 
@@ -117,7 +119,7 @@ def webm_alpha(colours: list[tuple[int, int, int]] = COLOURS, *, side: int = SID
         s.options = {"deadline": "realtime", "cpu-used": "8", "lossless": "1"}
         for _ in range(repeat):
             for col in colours:
-                vf = av.VideoFrame.from_ndarray(np.asarray(frame(col, side)), format="rgba")
+                vf = av.VideoFrame.from_ndarray(np.asarray(frame(col, side, alpha)), format="rgba")
                 for p in s.encode(vf):
                     c.mux(p)
         for p in s.encode():

@@ -122,6 +122,17 @@ def test_tgs_frame_policy() -> None:
     assert [_close(f.getpixel((32, 32)), c) for f, c in zip(d.frames, sf.COLOURS, strict=True)] == [True] * 5
 
 
+def test_half_transparent_pixels_blend_like_a_png() -> None:
+    half_red_on_white = (255, 128, 128)
+    png = load_image(sf._save([sf.frame(sf.RED, alpha=128)], "PNG")).getpixel((16, 16))
+    assert _close(png, half_red_on_white, 2)
+    doc = json.loads(gzip.decompress(sf.tgs([sf.RED])))
+    doc["layers"][0]["shapes"][1]["o"] = {"a": 0, "k": 50}  # rlottie renders premultiplied alpha
+    assert _close(load_image(sf.lottie_json(doc)).getpixel((32, 32)), half_red_on_white, 3)
+    webm = load_image(sf.webm_alpha([sf.RED], alpha=128)).getpixel((16, 16))
+    assert _close(webm, half_red_on_white, 8), webm
+
+
 def test_policy_indices() -> None:
     assert policy_indices(1) == [0]
     assert policy_indices(2) == [1]

@@ -273,8 +273,10 @@ def read_regular_file(path: str | Path, *, label: str | None = None, max_bytes: 
     if st.st_size > max_bytes:
         raise ImageTooLargeError(label, f"{st.st_size} bytes exceeds the file size limit of {max_bytes}")
     try:
-        with open(path, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # swapped between stat and open
+        # O_NONBLOCK: should a FIFO be swapped in after the check, opening it still returns at once.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
                 raise ImageLoadError(label, "not a regular file")
             data = fh.read(max_bytes + 1)
     except OSError as exc:

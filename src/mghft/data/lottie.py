@@ -7,16 +7,19 @@ A TGS is vector art: any frame can be rendered directly, at any size. The reader
   pixel and frame limits before rendering anything,
 * refuses animations that load image assets from files (Telegram forbids them; rlottie would read local paths),
 * renders the frames the policy picks (the middle one by default) at the declared size, scaled down so that the
-  longer side is at most :data:`RENDER_MAX_SIDE`, and composites them on the background like any other image.
+  longer side is at most :data:`RENDER_MAX_SIDE`, and composites them on the background like any other image
+  (rlottie's pixels are premultiplied by alpha, so half-transparent red over white is pink, not dark pink).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import threading
 import zlib
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from mghft.data.images import (
@@ -26,12 +29,12 @@ from mghft.data.images import (
     ImageLoadError,
     ImageTooLargeError,
     plan_frames,
-    to_rgb,
 )
 
 MAX_LOTTIE_BYTES = 2 * 1024 * 1024
 """Largest decompressed Lottie JSON. Telegram's stickers are at most 64 KB gzipped, a few hundred KB unpacked;
 rendering time grows with the JSON's size (its layers and shapes), so the cap also bounds the time per frame."""
+_RLOTTIE_LOCK = threading.Lock()
 RENDER_MAX_SIDE = 512
 """Longer side a TGS is rendered at, pixels (Telegram's canvas is 512 × 512)."""
 
@@ -96,7 +99,29 @@ def decode_tgs(
     w, h = head["w"], head["h"]
     scale = min(1.0, RENDER_MAX_SIDE / max(w, h))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    anim = LottieAnimation.from_data(text)
+    with _RLOTTIE_LOCK:  # one render at a time: rlottie's model cache is shared by the process
+        return _render(LottieAnimation.from_data(text), head, size, fmt, label, count, limits, background)
+
+
+def _over_background(premultiplied: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """rlottie renders premultiplied alpha: composite as ``rgb + background × (1 − alpha)``."""
+    arr = np.asarray(premultiplied.convert("RGBA"), dtype=np.float32)  # (H, W, 4)
+    alpha = arr[..., 3:4] / 255.0
+    rgb = arr[..., :3] + np.asarray(background, dtype=np.float32) * (1.0 - alpha)
+    return Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8), mode="RGB")
+
+
+def _render(
+    anim: Any,
+    head: dict[str, Any],
+    size: tuple[int, int],
+    fmt: str,
+    label: str,
+    count: int,
+    limits: DecodeLimits,
+    background: tuple[int, int, int],
+) -> DecodedImage:
+    w, h = head["w"], head["h"]
     try:
         total = int(anim.lottie_animation_get_totalframe())
         n_frames = max(1, min(head["n_frames"], total) if total > 0 else head["n_frames"])
@@ -106,7 +131,7 @@ def decode_tgs(
         for done, i in enumerate(indices):
             deadline.check(done)
             rgba = anim.render_pillow_frame(frame_num=i, width=size[0], height=size[1])
-            frames.append(to_rgb(rgba.convert("RGBA"), background))
+            frames.append(_over_background(rgba, background))
     finally:
         anim.lottie_animation_destroy()
     return DecodedImage(frames, fmt, n_frames, indices, (w, h), note, {"render_size": size})
