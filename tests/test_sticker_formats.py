@@ -4,6 +4,7 @@ and the service."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -11,8 +12,9 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -295,6 +297,36 @@ def test_walk_takes_regular_files_only_and_names_each_skip(hostile_folder: Path)
         load_image(hostile_folder / "fifo.png")
     with pytest.raises(ImageLoadError, match=r"zero\.png: not a regular file \(device\)"):
         load_image(hostile_folder / "zero.png")
+
+
+@contextlib.contextmanager
+def _unblocking(fifo: Path) -> Iterator[None]:
+    """Should code under test open ``fifo`` for reading, a writer connects and closes at once: EOF, not a hang."""
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.wait(0.01):
+            with contextlib.suppress(OSError):  # opening succeeds only while a reader waits
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_interpret_plan_never_opens_special_dataset_items(hostile_folder: Path, tmp_path: Path) -> None:
+    from mghft.interpret.runner import WorkItem, plan_batch
+    from mghft.interpret.store import DescriptionStore
+
+    items = [WorkItem(key=p.name, path=hostile_folder / p.name) for p in (Path("real.png"), Path("fifo.png"))]
+    with _unblocking(hostile_folder / "fifo.png"), DescriptionStore(tmp_path / "s.sqlite") as store:
+        plan = plan_batch(items, store)  # hashing the FIFO would block forever (here: read it as empty)
+    assert plan.summary.unreadable == 1 and len(plan.todo) == 1
+    assert plan.unreadable[0][1] == f"{hostile_folder / 'fifo.png'}: not a regular file (FIFO)"
 
 
 def test_folder_search_takes_every_sticker_extension(sticker_folder: Path) -> None:
