@@ -258,6 +258,14 @@ def test_other_formats_are_refused_before_any_decoder(data: bytes, kind: str, tm
     assert err.hint is not None and "WEBM" in err.hint and str(tmp_path) not in str(err) + err.hint
 
 
+def test_errors_survive_pickling_between_processes() -> None:
+    import pickle
+
+    err = pickle.loads(pickle.dumps(ImageFormatError("a.tif", "TIFF is not an accepted image format", hint="h")))
+    assert isinstance(err, ImageFormatError) and str(err) == "a.tif: TIFF is not an accepted image format"
+    assert err.reason.startswith("TIFF") and err.hint == "h"
+
+
 def test_decoder_errors_never_carry_paths() -> None:
     data = sf.png_still()
     err = pytest.raises(ImageLoadError, load_image, data[: len(data) // 2], name="cut.png").value

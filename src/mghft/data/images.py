@@ -124,6 +124,10 @@ class ImageLoadError(MghftError, ValueError):
         self.source = source
         self.reason = reason
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Travels intact from a DataLoader worker process (the default would call cls(message) and fail).
+        return (type(self), (self.source, self.reason), {"hint": self.hint})
+
 
 class ImageTooLargeError(ImageLoadError):
     """The image's header announces more pixels or frames than allowed; nothing was decoded."""
