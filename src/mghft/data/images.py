@@ -89,7 +89,7 @@ def _extensions() -> tuple[str, ...]:
 
 IMAGE_EXTENSIONS: tuple[str, ...] = _extensions()
 """File extensions folder searches treat as images (lower case): those Pillow registers for the allowed formats
-(``.png .apng .jpg .jpeg .jpe .jfif .mpo .gif .webp .bmp .dib`` and ``.avif .avifs`` with AVIF) plus ``.tgs .webm``.
+(``.png .apng .jpg .jpeg .jpe .jfif .mpo .gif .webp .bmp`` and ``.avif .avifs`` with AVIF) plus ``.tgs .webm``.
 The loader itself goes by content, not by extension."""
 
 ImageSource = str | Path | bytes | bytearray | memoryview | BinaryIO
