@@ -3,11 +3,17 @@ validation and preprocessing."""
 
 from mghft.data.errors import DataFormatError
 from mghft.data.images import (
+    ALLOWED_FORMATS,
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
+    DecodedImage,
+    DecodeLimits,
+    ImageFormatError,
     ImageLoadError,
     ImageTooLargeError,
+    decode_image,
     image_size,
+    load_frames,
     load_image,
 )
 from mghft.data.manifest import read_folder, read_manifest, write_manifest
@@ -19,6 +25,7 @@ from mghft.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess, RandA
 from mghft.data.validate import DatasetValidationError, Problem, ValidationReport, validate_index
 
 __all__ = [
+    "ALLOWED_FORMATS",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "IMAGENET_MEAN",
@@ -28,6 +35,9 @@ __all__ = [
     "DataFormatError",
     "DatasetIndex",
     "DatasetValidationError",
+    "DecodeLimits",
+    "DecodedImage",
+    "ImageFormatError",
     "ImageLoadError",
     "ImageTooLargeError",
     "Preprocess",
@@ -37,7 +47,9 @@ __all__ = [
     "Split",
     "ValidationReport",
     "build_transform",
+    "decode_image",
     "image_size",
+    "load_frames",
     "load_image",
     "read_folder",
     "read_manifest",

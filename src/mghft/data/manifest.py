@@ -22,6 +22,7 @@ from typing import Any
 from mghft.data.errors import DataFormatError, csv_rows, decode_text, parse_int
 from mghft.data.images import IMAGE_EXTENSIONS
 from mghft.data.records import DatasetIndex, Sample
+from mghft.data.walk import find_images
 from mghft.views import VIEWS, parse_official_text, unknown_section_headers
 
 _TEXT_FIELDS = ("text", "ocr_text")
@@ -228,19 +229,18 @@ def read_folder(
         raise DataFormatError(root, f"class folder(s) {unknown} not in classes {list(class_names)}")
     allowed = {e.lower() for e in extensions}
     samples = []
+    skipped: dict[str, str] = {}
     for label, class_name in enumerate(class_names):
         class_dir = root / class_name
         if not class_dir.is_dir():
             continue
-        for dirpath, dirnames, filenames in os.walk(class_dir):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in sorted(filenames):
-                if filename.startswith(".") or Path(filename).suffix.lower() not in allowed:
-                    continue
-                image = Path(dirpath) / filename
-                sub = Path(dirpath).relative_to(class_dir)
-                group = sub.as_posix() if sub.parts else None
-                samples.append(Sample(image, label, image.relative_to(root).as_posix(), group=group))
+        found = find_images([class_dir], extensions=tuple(allowed))
+        for s in found.skipped:  # FIFOs, devices, broken links: never opened, reported with the reason
+            skipped[s.path.relative_to(root).as_posix()] = s.reason
+        for image in found.files:
+            sub = image.parent.relative_to(class_dir)
+            group = sub.as_posix() if sub.parts else None
+            samples.append(Sample(image, label, image.relative_to(root).as_posix(), group=group))
     if not samples:
         raise DataFormatError(root, f"no images with extensions {sorted(allowed)} in class folders")
-    return DatasetIndex(name=name or root.name, root=root, classes=class_names, samples=samples)
+    return DatasetIndex(name=name or root.name, root=root, classes=class_names, samples=samples, skipped=skipped)

@@ -26,6 +26,7 @@ from typing import Literal
 from mghft.data.errors import DataFormatError, csv_rows, decode_text, normalize_header
 from mghft.data.images import IMAGE_EXTENSIONS
 from mghft.data.records import DatasetIndex, Sample
+from mghft.data.walk import check_input_file
 
 METMEME_SENTIMENTS: tuple[str, ...] = ("happiness", "love", "anger", "sorrow", "fear", "hate", "surprise")
 """MET-MEME sentiment names for ids 1..7, used when the data cells carry only numbers."""
@@ -134,8 +135,8 @@ class _ImageFinder:
             for dirpath, dirnames, filenames in os.walk(folder):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for filename in sorted(filenames):
-                    if Path(filename).suffix.lower() in IMAGE_EXTENSIONS:
-                        path = Path(dirpath) / filename
+                    path = Path(dirpath) / filename
+                    if path.suffix.lower() in IMAGE_EXTENSIONS and not check_input_file(path):
                         self.exact.setdefault(filename, []).append(path)
                         self.loose.setdefault(_squash(filename), []).append(path)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,6 +17,7 @@ import numpy as np
 from mghft.interpret.clients import ChatAnswer, ChatClient, RetryPolicy
 from mghft.interpret.description import Description, clean_text
 from mghft.interpret.imaging import PreparedImage
+from mghft.interpret.ocr import SUPPORTED_SCRIPTS, read_confident_text
 from mghft.interpret.parse import ParsedViews, parse_views_answer
 from mghft.interpret.prompts import get_prompt, views_json_schema
 
@@ -102,35 +102,17 @@ class OpenAICompatibleBackend:
 
 # --- offline ------------------------------------------------------------------------------------------------------
 
-_OCR_LOCK = threading.Lock()
-_OCR_ENGINE: Any = None
-
 
 def read_text(image: Any) -> str:
-    """In-image text by OCR (``rapidocr``, models shipped in the wheel), lines joined top to bottom; ``""`` if none.
+    """Confident in-image text by OCR (``rapidocr``, models shipped in the wheel), lines joined top to bottom; ``""``
+    if none. Face features misread as letters and lines of unsupported scripts are dropped (:mod:`mghft.interpret.ocr`).
 
     Raises:
         ImportError: ``rapidocr`` is not installed (``pip install 'mghft[ocr]'``).
     """
-    global _OCR_ENGINE
-    with _OCR_LOCK:  # one engine per process; onnxruntime sessions are not shared across threads here
-        if _OCR_ENGINE is None:
-            from rapidocr import RapidOCR
+    from mghft.interpret.ocr import read_confident_text
 
-            # Stickers are small: detect at their own size (the default upscales the short side to 736 px),
-            # skip the 180-degree text classifier, and keep onnxruntime to a few threads.
-            _OCR_ENGINE = RapidOCR(
-                params={
-                    "Global.log_level": "error",
-                    "Global.use_cls": False,
-                    "Det.limit_type": "max",
-                    "Det.limit_side_len": 640,
-                    "EngineConfig.onnxruntime.intra_op_num_threads": min(4, os.cpu_count() or 1),
-                }
-            )
-        result = _OCR_ENGINE(np.asarray(image.convert("RGB"))[:, :, ::-1])  # RGB -> BGR, as OpenCV expects
-    texts = getattr(result, "txts", None) or ()
-    return " ".join(t.strip() for t in texts if t and t.strip())
+    return read_confident_text(image).text
 
 
 def _describe_colour(rgb: np.ndarray) -> str:
@@ -204,18 +186,24 @@ class OfflineBackend:
     """
 
     name = "offline"
-    model = "ocr+cues-1"
-    prompt_version = "offline-1"
+    model = "ocr+cues-2"
+    prompt_version = "offline-2"
 
     def __init__(self, *, ocr: bool = True) -> None:
         self.ocr = ocr
 
     def describe_sync(self, image: PreparedImage) -> Description:
         """The offline views of one image (blocking)."""
-        text = clean_text(read_text(image.image), 500) if self.ocr else ""
+        ocr = read_confident_text(image.image) if self.ocr else None
+        text = clean_text(ocr.text, 500) if ocr is not None else ""
         views = visual_cues(image.image)
         if text:
             views["intention"] = f'The sticker\'s written message reads: "{text}".'
+        elif ocr is not None and ocr.unreadable:
+            views["intention"] = (
+                "The sticker carries text the offline reader could not read (it reads "
+                f"{SUPPORTED_SCRIPTS} only); the offline backend does not infer intentions."
+            )
         else:
             views["intention"] = "No written message was found; the offline backend does not infer intentions."
         return Description(

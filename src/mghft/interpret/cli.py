@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -149,24 +148,18 @@ def _read_dataset(args: argparse.Namespace) -> Any:
 
 
 def list_images(paths: Sequence[Path]) -> list[Path]:
-    """Image files among ``paths``; folders are searched recursively (hidden entries skipped), sorted."""
-    from mghft.data.images import IMAGE_EXTENSIONS
+    """Image files among ``paths`` (``mghft.data.walk.find_images``): folders searched recursively, hidden entries
+    skipped, sorted; FIFOs, devices and broken links are never opened but named on stderr."""
+    from mghft.data.walk import find_images
 
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            for dirpath, dirnames, filenames in os.walk(path):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                found.extend(
-                    Path(dirpath) / f
-                    for f in sorted(filenames)
-                    if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
-                )
-        elif path.exists():
-            found.append(path)
-        else:
-            raise SystemExit(f"no such file or folder: {path}")
-    return found
+    found = find_images(paths)
+    if found.missing:
+        raise SystemExit(f"no such file or folder: {found.missing[0].path}")
+    for s in found.skipped:
+        print(f"skipped {s}", file=sys.stderr)
+    if found.skipped:
+        print(f"{len(found.skipped)} inputs skipped (not regular files)", file=sys.stderr)
+    return found.files
 
 
 def _backend(args: argparse.Namespace, *, offline_ok: bool) -> Any:

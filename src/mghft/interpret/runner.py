@@ -23,6 +23,7 @@ from typing import Any
 
 from mghft.data.images import ImageLoadError
 from mghft.data.records import DatasetIndex
+from mghft.data.walk import check_input_file
 from mghft.interpret.backends import Backend
 from mghft.interpret.clients import BackendError, FatalBackendError
 from mghft.interpret.description import image_sha256
@@ -128,6 +129,9 @@ class Plan:
 
 
 def _hash_item(item: WorkItem, store: DescriptionStore) -> tuple[str | None, tuple[str, int, int, str] | None, str]:
+    reason = check_input_file(item.path)  # before opening: a FIFO would block, /dev/zero never ends
+    if reason:
+        return None, None, f"{item.path}: {reason}"
     try:
         stat = item.path.stat()
         cached = store.cached_sha(str(item.path), stat.st_size, stat.st_mtime_ns)
@@ -181,6 +185,7 @@ def plan_batch(
         if sha is None:
             summary.unreadable += 1
             unreadable.append((item, error))
+            log.warning("skipped %s", error)
             continue
         if not in_shard(sha, shard):
             summary.out_of_shard += 1

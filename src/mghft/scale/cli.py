@@ -45,7 +45,7 @@ def _locations(args: argparse.Namespace) -> list[str]:
 
     if not args.paths:
         raise UsageError("give PATHs: folders, image files, manifests (.csv/.jsonl/.parquet) or URIs")
-    locations = list_inputs([str(p) for p in args.paths])
+    locations = list_inputs([str(p) for p in args.paths], on_skip=lambda s: print(f"skipped {s}", file=sys.stderr))
     if not locations:
         raise UsageError(f"no image files under {' '.join(map(str, args.paths))}")
     return locations

@@ -11,8 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from mghft.errors import UsageError
@@ -73,14 +72,19 @@ def _manifest_paths(path: Path) -> list[str]:
     return out
 
 
-def list_inputs(paths: Sequence[str | Path]) -> list[str]:
-    """Every sticker location under ``paths``: image files in local folders (recursively, regular files only,
-    hidden entries skipped), the entries of manifests (``.csv``/``.jsonl``/``.parquet``), URIs as given.
+def list_inputs(paths: Sequence[str | Path], on_skip: Callable[[str], None] | None = None) -> list[str]:
+    """Every sticker location under ``paths``: image files in local folders (the rules of
+    :func:`mghft.data.walk.find_images`: recursively, regular files only), the entries of manifests
+    (``.csv``/``.jsonl``/``.parquet``), URIs as given.
+
+    Args:
+        paths: folders, files, manifests, URIs.
+        on_skip: called with ``"<path>: <reason>"`` for each local entry that is not read (FIFO, device, ...).
 
     Raises:
         UsageError: a path that does not exist, or a manifest without a path column.
     """
-    from mghft.data.images import IMAGE_EXTENSIONS
+    from mghft.data.walk import MISSING, find_images
 
     out: list[str] = []
     for raw in paths:
@@ -89,25 +93,16 @@ def list_inputs(paths: Sequence[str | Path]) -> list[str]:
             out.append(text)
             continue
         p = Path(text.removeprefix("file://"))
-        if p.is_dir():
-            for dirpath, dirnames, filenames in os.walk(p):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for f in sorted(filenames):
-                    full = Path(dirpath) / f
-                    if f.startswith(".") or full.suffix.lower() not in IMAGE_EXTENSIONS:
-                        continue
-                    try:
-                        regular = stat.S_ISREG(full.stat().st_mode)
-                    except OSError:
-                        regular = False
-                    if regular:
-                        out.append(str(full))
-        elif p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file():
+        if p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file():
             out.extend(_manifest_paths(p))
-        elif p.exists():
-            out.append(str(p))
-        else:
-            raise UsageError(f"no such file or folder: {p}")
+            continue
+        found = find_images([p])
+        for skipped in found.skipped:
+            if skipped.reason == MISSING:
+                raise UsageError(f"no such file or folder: {skipped.path}")
+            if on_skip is not None:
+                on_skip(str(skipped))
+        out.extend(str(f) for f in found.files)
     return out
 
 
@@ -129,14 +124,12 @@ def read_bytes(location: str, max_bytes: int = MAX_STICKER_BYTES) -> bytes:
         with filesystem.open_input_stream(path) as f:
             data = f.read(max_bytes + 1)
     else:
-        path = location.removeprefix("file://")
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"{path}: not a regular file")
-        if st.st_size > max_bytes:
-            raise OSError(f"{path}: {st.st_size} bytes, over the {max_bytes}-byte limit")
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
+        from mghft.data.images import ImageLoadError, read_regular_file
+
+        try:  # regular files only, opened without blocking (a FIFO swapped in is refused, not waited on)
+            data = read_regular_file(location.removeprefix("file://"), max_bytes=max_bytes)
+        except ImageLoadError as e:
+            raise OSError(str(e)) from None
     if len(data) > max_bytes:
         raise OSError(f"{location}: over the {max_bytes}-byte limit")
     return data

@@ -115,27 +115,12 @@ def register(sub: Any) -> None:
 # predict
 
 
-def find_images(paths: list[Path]) -> tuple[list[Path], int]:
-    """Files to predict: given files as they are, folders searched recursively for image extensions.
+def find_images(paths: list[Path]) -> Any:
+    """Files to predict (``mghft.data.walk.find_images``): given files as they are, folders searched recursively
+    for image extensions; FIFOs, devices and broken links skipped and named."""
+    from mghft.data.walk import find_images as walk
 
-    Returns the files (sorted within each folder) and how many other files the folders held (ignored).
-    """
-    from mghft.data.images import IMAGE_EXTENSIONS
-
-    found: list[Path] = []
-    ignored = 0
-    for path in paths:
-        if path.is_dir():
-            for f in sorted(path.rglob("*")):
-                if not f.is_file() or any(part.startswith(".") for part in f.relative_to(path).parts):
-                    continue
-                if f.suffix.lower() in IMAGE_EXTENSIONS:
-                    found.append(f)
-                else:
-                    ignored += 1
-        else:
-            found.append(path)  # a missing or unreadable file is reported when it is loaded
-    return found, ignored
+    return walk(paths)
 
 
 def _build_interpreter(args: argparse.Namespace) -> Any:
@@ -217,7 +202,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if out is not None and fmt is None:
         print("error: give --format or an --out file ending in .csv or .jsonl", file=sys.stderr)
         return 2
-    files, ignored = find_images(args.paths)
+    found = find_images(args.paths)
+    files, ignored = found.files, found.ignored
+    for s in found.skipped:  # never opened: a FIFO would block, /dev/zero never ends
+        print(f"skipped {s}", file=sys.stderr)
     files += [f for f in unique_files(p[2] for p in packs) if f not in set(files)]
     if not files:
         print(f"error: no image files under {' '.join(map(str, args.paths))}", file=sys.stderr)
@@ -253,7 +241,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         except OSError as e:  # e.g. permission denied
             return ImageLoadError(str(path), str(e))
 
-    done = skipped = 0
+    done, skipped = 0, len(found.skipped)
     tags: dict[Path, list[str]] = {}
     writer = _Writer(out, fmt, predictor.class_names, explain=True) if out is not None else None
     bar = tqdm(total=len(files), unit="img", disable=args.no_progress, file=sys.stderr)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mghft.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from mghft.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, read_regular_file
 from mghft.data.transforms import Preprocess
 from mghft.emoji import emoji_tags
 from mghft.models.mghft import MGHFT
@@ -290,14 +290,7 @@ class Predictor:
             data, label = bytes(source), name or "<bytes>"
         else:
             label = name or str(source)
-            try:
-                data = Path(source).read_bytes()
-            except FileNotFoundError:
-                raise ImageLoadError(label, "no such file") from None
-            except IsADirectoryError:
-                raise ImageLoadError(label, "not a file") from None
-            except OSError as e:
-                raise ImageLoadError(label, f"cannot read ({e.strerror or e})") from None
+            data = read_regular_file(source, label=label)  # FIFOs and devices refused before opening
         if not data:
             raise ImageLoadError(label, "empty file")
         sha = hashlib.sha256(data).hexdigest()
