@@ -31,6 +31,7 @@ import os
 import random
 import re
 import time
+import urllib.parse
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,9 +41,11 @@ import httpx
 
 from mghft.errors import MghftError
 from mghft.interpret.parse import MalformedAnswer, check_answer, normalise_message
-from mghft.interpret.redact import redact_text, redact_url
+from mghft.interpret.redact import RedactingFilter, redact_text, redact_url, url_secrets
 
 log = logging.getLogger(__name__)
+_HTTPX_FILTER = RedactingFilter()
+logging.getLogger("httpx").addFilter(_HTTPX_FILTER)  # httpx logs each request's full URL at INFO
 
 T = TypeVar("T")
 
@@ -219,7 +222,8 @@ async def read_capped(response: httpx.Response, cap: int) -> bytes:
     declared = response.headers.get("content-length")
     if declared and declared.strip().isdigit() and int(declared) > cap:
         raise ResponseTooLarge(f"response of {int(declared)} bytes exceeds the {cap}-byte cap")
-    decoder = _decoder(response.headers.get("content-encoding", ""))
+    encoding = response.headers.get("content-encoding", "")
+    decoder = _decoder(encoding)
     received = 0
     out = bytearray()
     async for chunk in response.aiter_raw():
@@ -229,13 +233,18 @@ async def read_capped(response: httpx.Response, cap: int) -> bytes:
         if decoder is None:
             out += chunk
             continue
-        try:
-            # At most one byte past the cap per call: a bomb is refused as soon as its output passes the cap.
-            out += decoder.decompress(chunk, cap - len(out) + 1)
-        except zlib.error as err:
-            raise _Transport("protocol", f"undecodable compressed response: {err}") from None
-        if len(out) > cap or decoder.unconsumed_tail:
-            raise ResponseTooLarge(f"response exceeds the {cap}-byte cap (decompressed)")
+        pending = chunk
+        while pending:
+            try:
+                # At most one byte past the cap per call: a bomb is refused as soon as its output passes the cap.
+                out += decoder.decompress(pending, cap - len(out) + 1)
+            except zlib.error as err:
+                raise _Transport("protocol", f"undecodable compressed response: {err}") from None
+            if len(out) > cap or decoder.unconsumed_tail:
+                raise ResponseTooLarge(f"response exceeds the {cap}-byte cap (decompressed)")
+            pending = b""
+            if decoder.eof and decoder.unused_data and "gzip" in encoding.lower():  # the next gzip member
+                pending, decoder = decoder.unused_data, _decoder(encoding)
     if decoder is not None:
         out += decoder.flush()
         if len(out) > cap:
@@ -297,6 +306,11 @@ class Endpoint:
     def shown(self) -> str:
         """The URL as it may be logged, stored or returned."""
         return redact_url(self.base_url)
+
+    def url_for(self, path: str) -> str:
+        """``path`` (``/chat/completions``) under the base URL, keeping its query (``?api-version=``), no fragment."""
+        parts = urllib.parse.urlsplit(self.base_url)
+        return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + path, fragment=""))
 
 
 class ChatClient:
@@ -365,6 +379,8 @@ class ChatClient:
             Endpoint(base_url=(url or default).rstrip("/"), structured=start_mode, token_param=token_param)
             for url in base_urls
         ]
+        self._secrets = [api_key, *(s for e in self.endpoints for s in url_secrets(e.base_url))]
+        _HTTPX_FILTER.secrets.extend(s for s in self._secrets if s not in _HTTPX_FILTER.secrets)
 
     def __repr__(self) -> str:  # never shows the key
         return f"ChatClient(model={self.model!r}, endpoints={[e.shown for e in self.endpoints]})"
@@ -375,7 +391,7 @@ class ChatClient:
             log.warning("%s", line)
 
     def _redact(self, text: str) -> str:
-        return redact_text(text, [self._api_key])
+        return redact_text(text, self._secrets)
 
     # --- endpoints ------------------------------------------------------------------------------------------------
 
@@ -423,7 +439,7 @@ class ChatClient:
                    "Accept-Encoding": "gzip, deflate"}  # fmt: skip
 
         async def go() -> _Response:
-            request = client.build_request(method, endpoint.base_url + path, json=payload, headers=headers)
+            request = client.build_request(method, endpoint.url_for(path), json=payload, headers=headers)
             response = await client.send(request, stream=True)
             try:
                 body = await read_capped(response, self.max_response_bytes)

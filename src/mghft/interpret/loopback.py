@@ -137,7 +137,7 @@ class LoopbackServer:
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
-                if not any(k.lower() == "content-length" for k in headers):
+                if not any(k.lower() in ("content-length", "transfer-encoding") for k in headers):
                     self.send_header("Content-Length", str(len(data)))
                 for key, value in headers.items():
                     self.send_header(key, value)
@@ -152,7 +152,7 @@ class LoopbackServer:
                         time.sleep(drip)
 
             def do_GET(self) -> None:
-                if self.path.rstrip("/").endswith("/models"):
+                if self.path.partition("?")[0].rstrip("/").endswith("/models"):
                     listed = [{"id": m, "object": "model"} for m in server.models]
                     self._send(200, {"object": "list", "data": listed}, {})
                 else:
@@ -175,7 +175,7 @@ class LoopbackServer:
                         body=body,
                     )
                     server.requests.append(seen)
-                if not self.path.rstrip("/").endswith("/chat/completions"):
+                if not self.path.partition("?")[0].rstrip("/").endswith("/chat/completions"):
                     self._send(404, {"error": {"message": f"no route {self.path}"}}, {})
                     return
                 reply = (server.script(seen) if server.script else None) or Reply()

@@ -98,7 +98,7 @@ def split_reasoning(text: str) -> tuple[str, str]:
     reasoning: list[str] = []
     if _HARMONY_FINAL in text:  # gpt-oss output whose channels the server did not parse
         before, _, after = text.rpartition(_HARMONY_FINAL)
-        reasoning.append(re.sub(r"<\|[a-z]+\|>", " ", before))
+        reasoning.extend(re.findall(r"<\|message\|>(.*?)(?=<\|[a-z]+\|>|\Z)", before, re.DOTALL))
         text = _HARMONY_END_RE.sub("", after)
 
     def keep(match: re.Match[str]) -> str:

@@ -12,7 +12,9 @@ This module imports nothing heavy: the service and the CLI use it without loadin
 
 from __future__ import annotations
 
+import logging
 import re
+import urllib.parse
 from collections.abc import Iterable
 
 MASK = "***"
@@ -63,37 +65,80 @@ def _redact_query(query: str) -> str:
     return "".join(parts)
 
 
+def _pieces(url: str) -> tuple[str, str, str, str | None, str | None]:
+    """``(prefix, userinfo, rest, query, fragment)`` of a URL; query and fragment ``None`` when absent."""
+    match = _SCHEME_RE.match(url)
+    prefix = url[: match.end()] if match else ""
+    rest = url[len(prefix) :]
+    at = _userinfo_end(rest)
+    userinfo = rest[:at] if at != -1 else ""
+    rest = rest[at + 1 :] if at != -1 else rest
+    rest, hash_mark, fragment = rest.partition("#")
+    rest, q, query = rest.partition("?")
+    return prefix, userinfo, rest, (query if q else None), (fragment if hash_mark else None)
+
+
 def redact_url(url: str | None) -> str:
     """``url`` with its userinfo, query values (except :data:`KEEP_QUERY_VALUES`) and fragment replaced by ``***``.
 
     ``http://user:p@ss@host/v1?token=abc&api-version=2024-06-01#frag`` becomes
     ``http://***@host/v1?token=***&api-version=2024-06-01#***``; path parameters (``;name=value``) are masked
-    too, and a bare query item (no ``=``) becomes ``***``.
-    ``None`` and ``""`` give ``""``; a URL without a scheme is treated the same way.
+    too, and a bare query item (no ``=``) becomes ``***``. ``None`` and ``""`` give ``""``; a URL without a scheme
+    is treated the same way.
     """
     if not url:
         return ""
-    match = _SCHEME_RE.match(url)
-    prefix = url[: match.end()] if match else ""
-    rest = url[len(prefix) :]
-    at = _userinfo_end(rest)
-    userinfo = MASK + "@" if at != -1 else ""
-    rest = rest[at + 1 :] if at != -1 else rest
-    rest, hash_mark, fragment = rest.partition("#")
-    rest, q, query = rest.partition("?")
+    prefix, userinfo, rest, query, fragment = _pieces(url)
     rest = re.sub(r";([^;/=]*)=([^;/]*)", rf";\1={MASK}", rest)  # path parameters (";jsessionid=...")
-    out = prefix + userinfo + rest
-    if q:
+    out = prefix + (MASK + "@" if userinfo else "") + rest
+    if query is not None:
         out += "?" + _redact_query(query)
-    if hash_mark:
+    if fragment is not None:
         out += "#" + (MASK if fragment else "")
     return out
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The parts of ``url`` that :func:`redact_url` masks (userinfo, password, query values, fragment).
+
+    An upstream server may echo them without the rest of the URL (``no route /v1/chat?token=...``): pass them to
+    :func:`redact_text` as secrets.
+    """
+    if not url:
+        return []
+    _, userinfo, rest, query, fragment = _pieces(url)
+    found = [userinfo, userinfo.partition(":")[2], fragment or ""]
+    found += re.findall(r";[^;/=]*=([^;/]*)", rest)
+    for item in re.split(r"[&;]", query or ""):
+        name, eq, value = item.partition("=")
+        if not eq:
+            found.append(name)
+        elif name.strip().lower() not in KEEP_QUERY_VALUES:
+            found.append(value)
+    found += [urllib.parse.unquote(f) for f in found]
+    return sorted({f for f in found if len(f) >= 4}, key=len, reverse=True)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes each record's message through :func:`redact_text` (for the ``httpx`` logger,
+    which logs every request's full URL at INFO)."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = list(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_text(message, self.secrets)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
 
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every URL in it passed through :func:`redact_url` and each secret (4+ characters) masked."""
     text = _URL_IN_TEXT_RE.sub(lambda m: redact_url(m.group(0)), text)
-    for secret in secrets:
+    for secret in sorted(secrets, key=len, reverse=True):
         if secret and len(secret) >= 4:
             text = text.replace(secret, MASK)
     return text
