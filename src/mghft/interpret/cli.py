@@ -367,7 +367,11 @@ def _zeroshot_index(args: argparse.Namespace) -> Any:
     if len(set(classes)) < 2 or len(set(classes)) != len(classes):
         raise UsageError(f"--classes needs two or more distinct names, got {classes}")
     samples = list(index.samples) if index is not None else []
-    samples += [Sample(path=p, label=None, key=str(p)) for p in list_images(args.paths)]
+    seen = {Path(s.path).resolve() for s in samples}
+    for path in list_images(args.paths):  # a file named twice (or inside a named folder) is asked once
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            samples.append(Sample(path=path, label=None, key=str(path)))
     name = index.name if index is not None else "paths"
     if index is not None and args.paths:
         name += "+paths"
