@@ -12,14 +12,19 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mghft.cli import build_parser
+from mghft.cli import build_parser, main
 from mghft.interpret import DescriptionStore, RetryPolicy, WorkItem, build_backend, run_batch
-from mghft.interpret.cli import main
 from mghft.interpret.clients import FatalBackendError
 from mghft.interpret.loopback import LoopbackServer, Reply, SeenRequest
 from tests.synthetic import write_ser30k
 
 FAST = RetryPolicy(max_attempts=6, malformed_attempts=3, backoff_base=0.01, backoff_max=0.05)
+
+
+def run_command(argv: list[str]) -> int:
+    """Run one command's handler: project errors propagate (the CLI's wrapper would print them)."""
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
 
 
 def _images(folder: Path, n: int) -> list[Path]:
@@ -50,7 +55,7 @@ def test_an_unreachable_server_stops_the_run_in_seconds_naming_the_url(command, 
     out = ["--store", str(tmp_path / "s.sqlite")] if command == "interpret" else ["--out", str(tmp_path / "zs")]
     started = time.monotonic()
     with pytest.raises(FatalBackendError) as err:
-        main([command, str(src), *out, "--backend", "compatible:m", "--base-url", "http://127.0.0.1:1/v1",
+        run_command([command, str(src), *out, "--backend", "compatible:m", "--base-url", "http://127.0.0.1:1/v1",
               "--no-progress"])  # fmt: skip
     assert time.monotonic() - started < 5
     assert "cannot reach the model server: http://127.0.0.1:1/v1: cannot connect" in str(err.value)

@@ -13,13 +13,19 @@ import httpx
 import pytest
 from PIL import Image
 
+from mghft.cli import build_parser
 from mghft.interpret import BackendError, DescriptionStore, Interpreter, RetryPolicy, build_backend
-from mghft.interpret.cli import main
 from mghft.interpret.clients import FatalBackendError
 from mghft.interpret.loopback import LoopbackServer, Reply, SeenRequest, default_views
 from mghft.interpret.redact import redact_text, redact_url
 
 ONCE = RetryPolicy(max_attempts=1, malformed_attempts=1, backoff_base=0.01, backoff_max=0.02)
+
+
+def run_command(argv: list[str]) -> int:
+    """Run one command's handler: project errors propagate (the CLI's wrapper would print them)."""
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
 
 
 def _image(path: Path) -> Path:
@@ -86,7 +92,7 @@ def test_no_secret_in_errors_logs_or_the_store(tmp_path, monkeypatch, caplog, ca
         store = tmp_path / "s.sqlite"
         status["now"] = 401
         with pytest.raises(FatalBackendError) as fatal:
-            main(["interpret", str(src), "--store", str(store), "--backend", "compatible:m", "--base-url", url,
+            run_command(["interpret", str(src), "--store", str(store), "--backend", "compatible:m", "--base-url", url,
                   "--api-key-env", "GW_KEY", "--max-attempts", "2", "--no-progress"])  # fmt: skip
         assert str(fatal.value).startswith(shown) and "HTTP 401" in str(fatal.value)
         assert fatal.value.exit_code == 2 and "--api-key-env" in fatal.value.hint

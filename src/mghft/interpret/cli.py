@@ -254,7 +254,7 @@ def _cmd_interpret(args: argparse.Namespace) -> int:
             progress=_progress(args),
             config=config,
         )
-    print(summary.format(), file=sys.stderr)
+    print(summary.format(with_fatal=False), file=sys.stderr)
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     if summary.interrupted:

@@ -108,8 +108,8 @@ class RunSummary:
         out["elapsed_s"] = round(self.elapsed_s, 3)
         return out
 
-    def format(self) -> str:
-        """A few human-readable lines."""
+    def format(self, *, with_fatal: bool = True) -> str:
+        """A few human-readable lines (``with_fatal=False``: without the line of a fatal error, raised instead)."""
         lines = [
             f"described {self.described}, skipped (already done) {self.skipped}, failed {self.failed}, "
             f"remaining {self.remaining} of {self.todo} to do",
@@ -124,7 +124,7 @@ class RunSummary:
         lines.extend(f"note: {note}" for note in self.notes)
         if self.interrupted:
             lines.append("interrupted: rerun the same command to continue")
-        if self.fatal_error:
+        if self.fatal_error and with_fatal:
             lines.append(f"stopped: {self.fatal_error}")
         return "\n".join(lines)
 
