@@ -46,6 +46,14 @@ def _run(tmp_path: Path, script, n: int = 3, **kw):
     return summary, server.requests, runs
 
 
+def _run_urls(tmp_path: Path, urls: list[str]):
+    paths = _images(tmp_path / "img", 1)
+    with DescriptionStore(tmp_path / "s.sqlite") as store:
+        backend = build_backend("compatible:m", base_urls=urls, retry=FAST)
+        summary = run_batch([WorkItem(p.name, p) for p in paths], backend, store, progress=False)
+        return summary, [], store.runs()
+
+
 # --- unreachable servers ------------------------------------------------------------------------------------------
 
 
@@ -60,6 +68,12 @@ def test_an_unreachable_server_stops_the_run_in_seconds_naming_the_url(command, 
     assert time.monotonic() - started < 5
     assert "cannot reach the model server: http://127.0.0.1:1/v1: cannot connect" in str(err.value)
     assert "--base-url" in err.value.hint and err.value.exit_code == 2
+
+
+def test_a_url_without_scheme_is_named_with_the_fix(tmp_path):
+    summary, requests, _ = _run_urls(tmp_path, ["localhost:8000/v1?key=abcdef"])
+    assert summary.fatal_error.startswith("localhost:8000/v1?key=***: not a usable server URL")
+    assert "http://HOST:PORT/v1" in summary.fatal_hint and "abcdef" not in summary.fatal_error
 
 
 def test_a_dead_server_in_a_pool_is_noted_and_avoided(tmp_path):

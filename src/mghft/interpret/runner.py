@@ -265,6 +265,7 @@ async def describe_plan(
             await preflight()
         except FatalBackendError as err:
             stopped(err)
+            summary.elapsed_s = 0.0
             await backend.aclose()
             return summary
 
