@@ -208,3 +208,15 @@ def test_zeroshot_classifies_image_paths(tmp_path):
     assert summary["unlabelled"] == 3 and summary["unlabelled_predicted"] == 3 and summary["labelled"] == 0
     records = [json.loads(x) for x in (tmp_path / "zs" / "predictions.jsonl").read_text().splitlines()]
     assert {r["prediction_name"] for r in records} == {"fear"} and {r["label"] for r in records} == {None}
+
+
+def test_backend_mistakes_are_usage_errors_naming_the_flag(monkeypatch):
+    from mghft.errors import UsageError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(UsageError, match="--backend 'llava'") as err:
+        build_backend("llava")
+    assert err.value.exit_code == 2 and "vllm:" in err.value.hint
+    with pytest.raises(UsageError, match="OPENAI_API_KEY is not set") as err:
+        build_backend("openai:gpt-4o")
+    assert "--api-key-env" in err.value.hint

@@ -15,11 +15,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mghft.errors import UsageError
 from mghft.interpret.clients import DEFAULT_MAX_RESPONSE_BYTES, ChatAnswer, ChatClient, RetryPolicy
 from mghft.interpret.description import Description, clean_text
 from mghft.interpret.imaging import PreparedImage
 from mghft.interpret.parse import ParsedViews, parse_views_answer
 from mghft.interpret.prompts import get_prompt, views_json_schema
+
+
+class BackendSpecError(UsageError, ValueError):
+    """A backend that cannot be built as asked: unknown provider, missing model, URL or API key."""
 
 
 class Backend(Protocol):
@@ -279,22 +284,31 @@ def build_backend(
         max_response_bytes: cap on one response, received and decompressed.
 
     Raises:
-        ValueError: unknown provider, missing model or URL, or a required key that is not set.
+        BackendSpecError: unknown provider, missing model or URL, or a required key that is not set (a
+            ``UsageError`` and a ``ValueError``).
     """
     if spec.strip().lower() == "offline":
         return OfflineBackend(ocr=ocr)
     provider_name, sep, model = spec.partition(":")
     provider = PROVIDERS.get(provider_name.strip().lower())
     if not sep or provider is None or not model.strip():
-        raise ValueError(f"backend spec must be 'offline' or '<provider>:<model>' with provider in {sorted(PROVIDERS)}")
+        raise BackendSpecError(
+            f"--backend {spec!r}: must be 'offline' or '<provider>:<model>' with provider in {sorted(PROVIDERS)}",
+            hint="e.g. --backend vllm:Qwen/Qwen2.5-VL-7B-Instruct or --backend openai:gpt-4o",
+        )
     urls = [u.rstrip("/") for u in base_urls] or [provider.base_url]
     if provider_name == "compatible" and not base_urls:
-        raise ValueError("the 'compatible' provider needs at least one base URL")
+        raise BackendSpecError(
+            "the 'compatible' provider needs at least one base URL", hint="add --base-url http://HOST:PORT/v1"
+        )
     env = api_key_env or provider.api_key_env
     key = os.environ.get(env, "")
     if not key:
         if provider.key_required and not base_urls:
-            raise ValueError(f"set the API key in the environment variable {env}")
+            raise BackendSpecError(
+                f"no API key: the environment variable {env} is not set",
+                hint=f"export {env}=... (or name another variable with --api-key-env)",
+            )
         key = "not-needed"
     client = ChatClient(
         urls,

@@ -203,7 +203,9 @@ def _backend(args: argparse.Namespace, *, offline_ok: bool) -> Any:
             token_param=args.token_param,
             max_response_bytes=int(args.max_response_mb * 2**20),
         )
-    except ValueError as err:
+    except UsageError:
+        raise
+    except ValueError as err:  # a client setting out of range
         raise UsageError(str(err), hint="see mghft interpret --help for --backend and --base-url") from None
 
 
