@@ -82,7 +82,8 @@ def test_mixed_faults_nothing_lost_nothing_duplicated(tmp_path):
         return good
 
     with LoopbackServer(script=script) as server, DescriptionStore(tmp_path / "s.sqlite") as store:
-        backend = _backend(server.url, timeout=0.3)
+        # 27% of the answers that arrive are malformed: with 5 tries an image is lost in ~4% of runs, with 10 never
+        backend = _backend(server.url, timeout=0.3, retry=RetryPolicy(8, 10, 0.01, 0.05))
         summary = run_batch(_items(paths), backend, store, concurrency=6, progress=False)
         assert summary.described == 30 and summary.failed == 0 and summary.remaining == 0
         assert len(store) == 30 and not store.failures()
