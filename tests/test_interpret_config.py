@@ -220,3 +220,15 @@ def test_backend_mistakes_are_usage_errors_naming_the_flag(monkeypatch):
     with pytest.raises(UsageError, match="OPENAI_API_KEY is not set") as err:
         build_backend("openai:gpt-4o")
     assert "--api-key-env" in err.value.hint
+
+
+def test_a_server_gone_mid_run_stops_the_run_not_image_by_image(tmp_path):
+    """Without the reachability check (the service's interpreter), refused connections on every server are fatal."""
+    from mghft.interpret import Interpreter
+
+    (src,) = _images(tmp_path / "img", 1)
+    backend = build_backend("compatible:m", base_urls=["http://127.0.0.1:1/v1", "http://127.0.0.1:9/v1"], retry=FAST)
+    with Interpreter(backend) as interp, pytest.raises(FatalBackendError, match="cannot connect") as err:
+        interp.describe(src)
+    assert "http://127.0.0.1:1/v1, http://127.0.0.1:9/v1" in str(err.value) and "--base-url" in err.value.hint
+    assert err.value.usage.requests == FAST.max_attempts
