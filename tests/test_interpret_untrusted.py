@@ -86,6 +86,7 @@ def test_no_secret_in_errors_logs_or_the_store(tmp_path, monkeypatch, caplog, ca
         shown = f"{server.url}?token=***#***"
         backend = build_backend("compatible:m", base_urls=[url], api_key_env="GW_KEY", retry=RetryPolicy(2, 1, 0, 0))
         assert repr(backend.client) == f"ChatClient(model='m', endpoints=['{shown}'])"
+        assert secret not in repr(backend.client.endpoints)
         with Interpreter(backend) as interp, pytest.raises(BackendError) as failed:
             interp.describe(src)
         assert "HTTP 502" in str(failed.value) and "token=***" in str(failed.value)

@@ -287,7 +287,7 @@ def _error_info(body: bytes) -> _ErrorInfo:
 # --- the client ---------------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(repr=False)
 class Endpoint:
     """One server: its URL, what it accepts, load and state."""
 
@@ -308,6 +308,9 @@ class Endpoint:
     def shown(self) -> str:
         """The URL as it may be logged, stored or returned."""
         return redact_url(self.base_url)
+
+    def __repr__(self) -> str:  # never shows a secret of the URL
+        return f"Endpoint({self.shown!r}, structured={self.structured!r}, token_param={self.token_param!r})"
 
     def url_for(self, path: str) -> str:
         """``path`` (``/chat/completions``) under the base URL, keeping its query (``?api-version=``), no fragment."""
