@@ -85,13 +85,13 @@ def test_5xx_timeouts_truncated_and_non_json_answers_are_retried(tmp_path):
     replies = {
         0: Reply(status=500, content="internal"),
         1: Reply(status=503, content="overloaded", headers={"retry-after-ms": "20"}),
-        2: Reply(status=200, delay=1.0),  # longer than the client's timeout
+        2: Reply(status=200, delay=2.5),  # longer than the client's (total) timeout
         3: Reply(content=full[:30], finish_reason="length"),  # truncated
         4: Reply(content="Sure! The sticker shows a cat."),  # not JSON, no views
     }
     with (
         LoopbackServer(script=lambda r: replies.get(r.index)) as server,
-        Interpreter(_backend(server.url, timeout=0.4, retry=RetryPolicy(6, 3, 0.01, 0.05))) as interp,
+        Interpreter(_backend(server.url, timeout=1.0, retry=RetryPolicy(6, 3, 0.01, 0.05))) as interp,
     ):
         desc = interp.describe(src)
     assert len(server.requests) == 6

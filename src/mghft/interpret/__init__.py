@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "items_from_index": "mghft.interpret.runner",
     "parse_label": "mghft.interpret.parse",
     "parse_views_answer": "mghft.interpret.parse",
+    "redact_url": "mghft.interpret.redact",
     "plan_batch": "mghft.interpret.runner",
     "run_batch": "mghft.interpret.runner",
     "run_zeroshot": "mghft.interpret.zeroshot",

@@ -14,12 +14,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mghft.interpret.clients import ChatAnswer, ChatClient, RetryPolicy
+from mghft.errors import UsageError
+from mghft.interpret.clients import DEFAULT_MAX_RESPONSE_BYTES, ChatAnswer, ChatClient, RetryPolicy
 from mghft.interpret.description import Description, clean_text
 from mghft.interpret.imaging import PreparedImage
 from mghft.interpret.ocr import SUPPORTED_SCRIPTS, read_confident_text
 from mghft.interpret.parse import ParsedViews, parse_views_answer
 from mghft.interpret.prompts import get_prompt, views_json_schema
+
+
+class BackendSpecError(UsageError, ValueError):
+    """A backend that cannot be built as asked: unknown provider, missing model, URL or API key."""
 
 
 class Backend(Protocol):
@@ -79,8 +84,8 @@ class OpenAICompatibleBackend:
     async def describe(self, image: PreparedImage) -> Description:
         """Ask the model for the four views of ``image``."""
 
-        def parse(answer: ChatAnswer) -> ParsedViews:
-            return parse_views_answer(answer.text, truncated=answer.finish_reason == "length")
+        def parse(answer: ChatAnswer) -> ParsedViews:  # the client has already refused truncated or empty answers
+            return parse_views_answer(answer.text)
 
         parsed, answer, usage = await self.client.ask(
             image.data_url, self.prompt.system, self.prompt.user, schema=views_json_schema(), parse=parse
@@ -94,6 +99,10 @@ class OpenAICompatibleBackend:
             prompt_version=self.prompt_version,
             usage=usage.as_dict(),
         )
+
+    async def preflight(self) -> None:
+        """Check that the servers can be reached before a batch (raises ``FatalBackendError`` within seconds)."""
+        await self.client.check_endpoints()
 
     async def aclose(self) -> None:
         """Close the HTTP clients."""
@@ -238,6 +247,8 @@ def build_backend(
     detail: str | None = None,
     extra_body: dict[str, Any] | None = None,
     ocr: bool = True,
+    token_param: str | None = None,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> Backend:
     """Make a backend from a spec.
 
@@ -248,7 +259,7 @@ def build_backend(
         api_key_env: environment variable holding the key; default: the provider's. The key is read here and
             never logged nor stored.
         prompt_version: package prompt version (default: the newest).
-        timeout: seconds per HTTP request.
+        timeout: seconds per request, total (connect, send, wait, read).
         retry: retry policy.
         structured: ``auto``, ``json_schema``, ``json_object`` or ``none``.
         max_tokens: answer length limit.
@@ -256,24 +267,36 @@ def build_backend(
         detail: OpenAI image detail; default: the provider's (``low`` for OpenAI, omitted otherwise).
         extra_body: extra request fields.
         ocr: offline backend only: read in-image text.
+        token_param: ``max_tokens`` or ``max_completion_tokens``; default: the provider's (switched once per server
+            when it rejects the one sent).
+        max_response_bytes: cap on one response, received and decompressed.
 
     Raises:
-        ValueError: unknown provider, missing model or URL, or a required key that is not set.
+        BackendSpecError: unknown provider, missing model or URL, or a required key that is not set (a
+            ``UsageError`` and a ``ValueError``).
     """
     if spec.strip().lower() == "offline":
         return OfflineBackend(ocr=ocr)
     provider_name, sep, model = spec.partition(":")
     provider = PROVIDERS.get(provider_name.strip().lower())
     if not sep or provider is None or not model.strip():
-        raise ValueError(f"backend spec must be 'offline' or '<provider>:<model>' with provider in {sorted(PROVIDERS)}")
+        raise BackendSpecError(
+            f"--backend {spec!r}: must be 'offline' or '<provider>:<model>' with provider in {sorted(PROVIDERS)}",
+            hint="e.g. --backend vllm:Qwen/Qwen2.5-VL-7B-Instruct or --backend openai:gpt-4o",
+        )
     urls = [u.rstrip("/") for u in base_urls] or [provider.base_url]
     if provider_name == "compatible" and not base_urls:
-        raise ValueError("the 'compatible' provider needs at least one base URL")
+        raise BackendSpecError(
+            "the 'compatible' provider needs at least one base URL", hint="add --base-url http://HOST:PORT/v1"
+        )
     env = api_key_env or provider.api_key_env
     key = os.environ.get(env, "")
     if not key:
         if provider.key_required and not base_urls:
-            raise ValueError(f"set the API key in the environment variable {env}")
+            raise BackendSpecError(
+                f"no API key: the environment variable {env} is not set",
+                hint=f"export {env}=... (or name another variable with --api-key-env)",
+            )
         key = "not-needed"
     client = ChatClient(
         urls,
@@ -283,9 +306,10 @@ def build_backend(
         retry=retry,
         structured=structured,
         max_tokens=max_tokens,
-        token_param=provider.token_param,
+        token_param=token_param or provider.token_param,
         temperature=temperature,
         detail=detail if detail is not None else provider.detail,
         extra_body=extra_body,
+        max_response_bytes=max_response_bytes,
     )
     return OpenAICompatibleBackend(client, prompt_version)

@@ -16,11 +16,12 @@ from typing import Any
 _DATASETS = ("folder", "ser30k", "metmeme", "manifest")
 
 
-def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+def _add_dataset_args(p: argparse.ArgumentParser, *, split_default: str = "train") -> None:
     g = p.add_argument_group("dataset")
     g.add_argument("--dataset", choices=_DATASETS, help="read a dataset instead of (or besides) PATHs")
     g.add_argument("--root", type=Path, help="dataset folder (for manifest: the manifest file)")
-    g.add_argument("--split", default="train", help="SER30K split: train, val, test or all (default: train)")
+    g.add_argument("--split", default=split_default,
+                   help=f"SER30K split: train, val, test or all (default: {split_default})")  # fmt: skip
     g.add_argument("--language", default="E", help="MET-MEME language: E, C or both (default: E)")
 
 
@@ -32,15 +33,27 @@ def _add_backend_args(p: argparse.ArgumentParser, *, offline: bool) -> None:
                    help="server URL ending in /v1; repeat for several servers of the same model")  # fmt: skip
     g.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the API key")
     g.add_argument("--concurrency", type=int, default=8, help="requests in flight, all endpoints together")
-    g.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request")
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds per request, total: connecting, sending, waiting and reading the whole answer",
+    )
+    g.add_argument("--max-response-mb", type=float, default=8.0,
+                   help="cap on one answer, as received and decompressed (MiB; default 8)")  # fmt: skip
     g.add_argument("--max-attempts", type=int, default=6, help="attempts per image on 429/5xx/timeouts")
     g.add_argument("--malformed-attempts", type=int, default=3, help="answers per image that may fail to parse")
     g.add_argument("--max-side", type=int, default=512, help="longer image side sent, pixels")
-    g.add_argument("--max-tokens", type=int, default=700, help="answer token limit")
+    g.add_argument("--max-tokens", type=int, default=700, help="answer token limit (reasoning models count thoughts)")
+    g.add_argument("--token-param", choices=("max_tokens", "max_completion_tokens"),
+                   help="request field carrying --max-tokens (default: max_completion_tokens for openai, else "
+                        "max_tokens; switched once per server that rejects it)")  # fmt: skip
     g.add_argument("--structured", default="auto", choices=("auto", "json_schema", "json_object", "none"),
                    help="ask for JSON answers (auto: schema, falling back per server)")  # fmt: skip
     g.add_argument("--detail", choices=("low", "high", "auto"), help="OpenAI image detail (default low for openai)")
-    g.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; negative: server default")
+    g.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature; negative: server default (also used, with a note, when a server "
+                        "accepts only its default)")  # fmt: skip
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--limit", type=int, help="at most this many images")
     g.add_argument("-v", "--verbose", action="store_true", help="log each failure")
@@ -113,9 +126,14 @@ def register(subparsers: Any) -> None:
     z = subparsers.add_parser(
         "zeroshot",
         help="zero-shot emotion classification by a multimodal LLM",
-        description="Ask an LLM for each labelled image's emotion; writes predictions.jsonl and summary.json.",
+        description="Ask an LLM for each image's emotion; writes predictions.jsonl and summary.json. Images of a "
+        "labelled --dataset (the test split by default) are scored; image PATHs are classified only.",
     )
-    _add_dataset_args(z)
+    z.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                   help="image files or folders (searched recursively), classified without a score")  # fmt: skip
+    z.add_argument("--classes", metavar="NAME,NAME,...",
+                   help="class names for PATHs without --dataset (default: the seven SER30K classes)")  # fmt: skip
+    _add_dataset_args(z, split_default="test")
     _add_backend_args(z, offline=False)
     z.add_argument("--out", type=Path, required=True, help="output folder")
     z.set_defaults(handler=_cmd_zeroshot)
@@ -132,9 +150,10 @@ def _setup_logging(verbose: bool) -> None:
 
 def _read_dataset(args: argparse.Namespace) -> Any:
     import mghft.data as data
+    from mghft.errors import UsageError
 
     if args.root is None:
-        raise SystemExit(f"--dataset {args.dataset} needs --root")
+        raise UsageError(f"--dataset {args.dataset} needs --root", hint=f"add --root PATH to the {args.dataset} data")
     try:
         if args.dataset == "ser30k":
             return data.read_ser30k(args.root, args.split)
@@ -144,7 +163,9 @@ def _read_dataset(args: argparse.Namespace) -> Any:
             return data.read_manifest(args.root)
         return data.read_folder(args.root)
     except (OSError, ValueError) as err:  # missing files, format errors (they name file and line)
-        raise SystemExit(f"cannot read {args.dataset} dataset: {err}") from None
+        from mghft.errors import MghftError
+
+        raise MghftError(f"cannot read {args.dataset} dataset: {err}") from None
 
 
 def list_images(paths: Sequence[Path]) -> list[Path]:
@@ -154,7 +175,9 @@ def list_images(paths: Sequence[Path]) -> list[Path]:
 
     found = find_images(paths)
     if found.missing:
-        raise SystemExit(f"no such file or folder: {found.missing[0].path}")
+        from mghft.errors import UsageError
+
+        raise UsageError(f"no such file or folder: {found.missing[0].path}")
     for s in found.skipped:
         print(f"skipped {s}", file=sys.stderr)
     if found.skipped:
@@ -163,11 +186,14 @@ def list_images(paths: Sequence[Path]) -> list[Path]:
 
 
 def _backend(args: argparse.Namespace, *, offline_ok: bool) -> Any:
+    from mghft.errors import UsageError
     from mghft.interpret.backends import build_backend
     from mghft.interpret.clients import RetryPolicy
 
     if not offline_ok and args.backend.strip().lower() == "offline":
-        raise SystemExit("zeroshot needs an LLM backend, not 'offline'")
+        raise UsageError("zeroshot needs an LLM backend, not 'offline'", hint="--backend <provider>:<model>")
+    if args.timeout <= 0 or args.max_response_mb <= 0:
+        raise UsageError("--timeout and --max-response-mb must be positive")
     try:
         return build_backend(
             args.backend,
@@ -181,9 +207,13 @@ def _backend(args: argparse.Namespace, *, offline_ok: bool) -> Any:
             temperature=None if args.temperature < 0 else args.temperature,
             detail=args.detail,
             ocr=not getattr(args, "no_ocr", False),
+            token_param=args.token_param,
+            max_response_bytes=int(args.max_response_mb * 2**20),
         )
-    except ValueError as err:
-        raise SystemExit(str(err)) from None
+    except UsageError:
+        raise
+    except ValueError as err:  # a client setting out of range
+        raise UsageError(str(err), hint="see mghft interpret --help for --backend and --base-url") from None
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -194,7 +224,9 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _cmd_interpret(args: argparse.Namespace) -> int:
-    from mghft.interpret.clients import display_url
+    from mghft.errors import UsageError
+    from mghft.interpret.clients import FatalBackendError
+    from mghft.interpret.redact import redact_url
     from mghft.interpret.runner import WorkItem, items_from_index, parse_shard, plan_batch, run_batch
     from mghft.interpret.store import DescriptionStore
 
@@ -206,21 +238,21 @@ def _cmd_interpret(args: argparse.Namespace) -> int:
 
         return interpret_with_ray(args, functools.partial(_backend, args, offline_ok=True))
     if args.store is None:
-        raise SystemExit("error: give --store (the description store to write)")
+        raise UsageError("give --store (the description store to write)", hint="or --engine ray --out DIR")
     args.paths = [Path(p) for p in args.paths]
     if not args.paths and not args.dataset:
-        raise SystemExit("give image PATHs or --dataset")
+        raise UsageError("give image PATHs or --dataset", hint="e.g. mghft interpret stickers/ --store S --backend B")
     try:
         shard = parse_shard(args.shard)
     except ValueError as err:
-        raise SystemExit(str(err)) from None
+        raise UsageError(f"--shard: {err}") from None
     items = [WorkItem(key=str(p), path=p) for p in list_images(args.paths)]
     if args.dataset:
         items += items_from_index(_read_dataset(args))
     backend = _backend(args, offline_ok=True)
     config = {"inputs": [str(p) for p in args.paths], "dataset": args.dataset, "root": str(args.root or ""),
               "split": args.split if args.dataset == "ser30k" else None,
-              "base_urls": [display_url(u) for u in args.base_url]}  # fmt: skip
+              "base_urls": [redact_url(u) for u in args.base_url]}  # fmt: skip
     with DescriptionStore(args.store) as store:
         if args.dry_run:
             plan = plan_batch(
@@ -240,13 +272,13 @@ def _cmd_interpret(args: argparse.Namespace) -> int:
             progress=_progress(args),
             config=config,
         )
-    print(summary.format(), file=sys.stderr)
+    print(summary.format(with_fatal=False), file=sys.stderr)
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     if summary.interrupted:
         return 130
-    if summary.fatal_error:
-        return 2
+    if summary.fatal_error:  # one message naming the (redacted) URL, and the fix
+        raise FatalBackendError(summary.fatal_error, hint=summary.fatal_hint or None)
     return 1 if summary.failed or summary.unreadable else 0
 
 
@@ -349,13 +381,46 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zeroshot_index(args: argparse.Namespace) -> Any:
+    """The images to classify: the dataset's (labelled, its classes) and the PATHs' (unlabelled)."""
+    from mghft.data.records import DatasetIndex, Sample
+    from mghft.errors import UsageError
+
+    if not args.paths and not args.dataset:
+        example = "mghft zeroshot --dataset ser30k --root data/SER30K --backend B --out DIR"
+        raise UsageError("give image PATHs or a labelled --dataset", hint=f"e.g. {example}")
+    index = _read_dataset(args) if args.dataset else None
+    wanted = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    if index is not None:
+        if wanted is not None and wanted != list(index.classes):
+            raise UsageError(f"--classes {args.classes} differs from the {args.dataset} classes {list(index.classes)}",
+                             hint="drop --classes: a dataset brings its own")  # fmt: skip
+        classes = list(index.classes)
+    else:
+        from mghft.registry import SER30K_CLASSES
+
+        classes = wanted if wanted is not None else list(SER30K_CLASSES)
+    if len(set(classes)) < 2 or len(set(classes)) != len(classes):
+        raise UsageError(f"--classes needs two or more distinct names, got {classes}")
+    samples = list(index.samples) if index is not None else []
+    seen = {Path(s.path).resolve() for s in samples}
+    for path in list_images(args.paths):  # a file named twice (or inside a named folder) is asked once
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            samples.append(Sample(path=path, label=None, key=str(path)))
+    name = index.name if index is not None else "paths"
+    if index is not None and args.paths:
+        name += "+paths"
+    return DatasetIndex(name=name, root=index.root if index is not None else Path("."), classes=tuple(classes),
+                        samples=samples)  # fmt: skip
+
+
 def _cmd_zeroshot(args: argparse.Namespace) -> int:
+    from mghft.interpret.clients import FatalBackendError
     from mghft.interpret.zeroshot import run_zeroshot
 
     _setup_logging(args.verbose)
-    if not args.dataset:
-        raise SystemExit("zeroshot needs a labelled --dataset")
-    index = _read_dataset(args)
+    index = _zeroshot_index(args)
     backend = _backend(args, offline_ok=False)
     summary = run_zeroshot(
         index,
@@ -366,17 +431,24 @@ def _cmd_zeroshot(args: argparse.Namespace) -> int:
         max_side=args.max_side,
         progress=_progress(args),
     )
-    print(
-        f"accuracy {summary['accuracy']:.4f} over {summary['answered']} answered images "
-        f"({summary['unparseable']} unparseable answers counted wrong, {summary['failed']} failed requests); "
-        f"macro F1 {summary['macro_f1']:.4f}, weighted F1 {summary['weighted_f1']:.4f}; see {args.out}/summary.json",
-        file=sys.stderr,
-    )
+    if summary["labelled"]:
+        print(
+            f"accuracy {summary['accuracy']:.4f} over {summary['answered']} answered labelled images "
+            f"({summary['unparseable']} unparseable answers counted wrong, {summary['failed']} failed); "
+            f"macro F1 {summary['macro_f1']:.4f}, weighted F1 {summary['weighted_f1']:.4f}",
+            file=sys.stderr,
+        )
+    if summary["unlabelled"]:
+        print(f"{summary['unlabelled_predicted']} of {summary['unlabelled']} unlabelled images classified (no score)",
+              file=sys.stderr)  # fmt: skip
+    print(f"requests {summary['requests']}, tokens {summary['total_tokens']}; see {args.out}/summary.json",
+          file=sys.stderr)  # fmt: skip
+    for note in summary["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     if summary["interrupted"]:
         return 130
-    if summary["fatal_error"]:
-        print(f"stopped: {summary['fatal_error']}", file=sys.stderr)
-        return 2
+    if summary["fatal_error"]:  # one message naming the (redacted) URL, and the fix
+        raise FatalBackendError(summary["fatal_error"], hint=summary["fatal_hint"] or None)
     return 0
 
 

@@ -2,8 +2,11 @@
 
 It answers ``POST /v1/chat/completions`` with a valid four-view JSON description derived from the image it was
 sent (so every image gets its own answer), after an optional fixed delay. A ``script`` callback can replace any
-answer: an HTTP error with headers (429 with ``Retry-After``), a slow answer (to trip client timeouts), a truncated
-or non-JSON answer. Every request is recorded. Run alone with ``python -m mghft.interpret.loopback --delay 0.5``.
+answer: an HTTP error with headers (429 with ``Retry-After``) or an OpenAI-style error object naming a parameter,
+a slow answer (to trip client timeouts), a truncated or non-JSON answer, any message shape (content parts,
+``reasoning_content``, null content), a body sent one byte at a time, or raw bytes with any headers (a gzip bomb).
+``GET /v1/models`` lists ``models``. Every chat request is recorded. Run alone with
+``python -m mghft.interpret.loopback --delay 0.5``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -68,18 +71,27 @@ class Reply:
     Attributes:
         status: HTTP status.
         content: message content for a 200 (default: the description JSON), or the error message otherwise.
-        finish_reason: of the choice.
+        finish_reason: of the choice (``None`` sends ``null``).
         headers: extra response headers (e.g. ``{"Retry-After": "1"}``).
         delay: seconds to wait before answering (on top of the server's delay).
         usage: token usage to report.
+        message: the whole ``message`` object of a 200, replacing ``{"role": "assistant", "content": content}``
+            (content parts, ``reasoning_content``, ``content: null``, ``refusal``).
+        error: the whole ``error`` object of a non-200 (``message``, ``type``, ``param``, ``code``).
+        raw: the response body as bytes, sent as is with ``headers`` (no JSON payload is built).
+        drip: seconds between the bytes of the body (0: all at once); the headers go out first.
     """
 
     status: int = 200
     content: str | None = None
-    finish_reason: str = "stop"
+    finish_reason: str | None = "stop"
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     usage: dict[str, int] | None = None
+    message: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    raw: bytes | None = None
+    drip: float = 0.0
 
 
 def default_views(request: SeenRequest) -> dict[str, str]:
@@ -100,11 +112,15 @@ class LoopbackServer:
         delay: seconds every answer waits.
         script: ``request -> Reply | None``; ``None`` gives the default answer.
         port: 0 picks a free port.
+        models: model ids ``GET /v1/models`` lists (default: none, as some gateways do).
     """
 
-    def __init__(self, *, delay: float = 0.0, script: Script | None = None, port: int = 0) -> None:
+    def __init__(
+        self, *, delay: float = 0.0, script: Script | None = None, port: int = 0, models: Sequence[str] = ()
+    ) -> None:
         self.delay = delay
         self.script = script
+        self.models = list(models)
         self.requests: list[SeenRequest] = []
         self._lock = threading.Lock()
         server = self
@@ -115,20 +131,30 @@ class LoopbackServer:
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 pass
 
-            def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
-                data = json.dumps(payload).encode()
+            def _send(
+                self, status: int, payload: dict[str, Any] | bytes, headers: dict[str, str], drip: float = 0.0
+            ) -> None:
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
+                if not any(k.lower() in ("content-length", "transfer-encoding") for k in headers):
+                    self.send_header("Content-Length", str(len(data)))
                 for key, value in headers.items():
                     self.send_header(key, value)
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(data)
+                    if drip <= 0:
+                        self.wfile.write(data)
+                        return
+                    for i in range(len(data)):  # one byte at a time: a client's read timeout never fires
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(drip)
 
             def do_GET(self) -> None:
-                if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": "loopback", "object": "model"}]}, {})
+                if self.path.partition("?")[0].rstrip("/").endswith("/models"):
+                    listed = [{"id": m, "object": "model"} for m in server.models]
+                    self._send(200, {"object": "list", "data": listed}, {})
                 else:
                     self._send(404, {"error": {"message": "not found"}}, {})
 
@@ -149,17 +175,21 @@ class LoopbackServer:
                         body=body,
                     )
                     server.requests.append(seen)
-                if not self.path.rstrip("/").endswith("/chat/completions"):
+                if not self.path.partition("?")[0].rstrip("/").endswith("/chat/completions"):
                     self._send(404, {"error": {"message": f"no route {self.path}"}}, {})
                     return
                 reply = (server.script(seen) if server.script else None) or Reply()
                 if server.delay + reply.delay > 0:
                     time.sleep(server.delay + reply.delay)
+                if reply.raw is not None:
+                    self._send(reply.status, reply.raw, reply.headers, reply.drip)
+                    return
                 if reply.status != 200:
-                    error = {"error": {"message": reply.content or f"status {reply.status}", "type": "loopback"}}
-                    self._send(reply.status, error, reply.headers)
+                    error = reply.error or {"message": reply.content or f"status {reply.status}", "type": "loopback"}
+                    self._send(reply.status, {"error": error}, reply.headers, reply.drip)
                     return
                 content = reply.content if reply.content is not None else json.dumps(default_views(seen))
+                message = reply.message if reply.message is not None else {"role": "assistant", "content": content}
                 usage = reply.usage or {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}
                 payload = {
                     "id": f"chatcmpl-{seen.index}",
@@ -169,13 +199,13 @@ class LoopbackServer:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": content},
+                            "message": message,
                             "finish_reason": reply.finish_reason,
                         }
                     ],
                     "usage": usage,
                 }
-                self._send(200, payload, reply.headers)
+                self._send(200, payload, reply.headers, reply.drip)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._httpd.daemon_threads = True
@@ -212,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Loopback chat-completions server answering valid descriptions.")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds per answer")
+    parser.add_argument("--model", action="append", default=[], help="a model id GET /v1/models lists (repeatable)")
     args = parser.parse_args(argv)
-    server = LoopbackServer(delay=args.delay, port=args.port)
+    server = LoopbackServer(delay=args.delay, port=args.port, models=args.model)
     print(server.url, flush=True)
     try:
         server._httpd.serve_forever(poll_interval=0.05)

@@ -1,8 +1,21 @@
-"""Tolerant parsing of model answers: the view JSON (or labelled text) and a zero-shot label in free text.
+"""Model answers: one normaliser for every server's message shape, then tolerant parsing of views and labels.
 
-Servers that honour ``response_format`` return clean JSON; others wrap it in code fences, add a sentence before it,
-or ignore the format and write labelled paragraphs. All of these are accepted. What cannot be read raises
-:class:`MalformedAnswer`, which the client retries and the runner finally records as a failure.
+**Normalising** (:func:`normalise_message`, then :func:`check_answer`; the client runs both on every answer, so
+``mghft interpret`` and ``mghft zeroshot`` agree on what a valid answer is). Servers put the answer in
+different places: ``content`` as a string, or as a list of parts (text parts are joined in order; ``thinking`` /
+``reasoning`` parts are set aside); reasoning models add ``reasoning_content`` or ``reasoning`` fields, or a
+``<think>…</think>`` block (sometimes only its closing tag) before the answer, or an unparsed gpt-oss
+``analysis`` channel. Reasoning is kept apart from the answer and **never parsed as the answer**: it drafts and
+weighs several candidates, so reading a label or a view from it would score the model's doubts. An answer is
+*malformed* (retried, then recorded as a failure that stays out of metrics and is retried by the next run) when
+the server says it stopped on its token limit (``finish_reason: length``), on an error (``error``) or on a content
+filter; when it refused; or when nothing is left once the reasoning is set aside, including the case where
+``content`` is null and the whole answer sits in a reasoning field (that model ran out of tokens while thinking,
+or the server's reasoning parser misplaced the answer: raise ``--max-tokens`` or fix the parser).
+
+**Parsing**. Servers that honour ``response_format`` return clean JSON; others wrap it in code fences, add a
+sentence before it, or ignore the format and write labelled paragraphs. All of these are accepted. What cannot be
+read raises :class:`MalformedAnswer`, which the client retries and the runner finally records as a failure.
 """
 
 from __future__ import annotations
@@ -19,6 +32,146 @@ from mghft.views import VIEWS, parse_official_text
 
 class MalformedAnswer(ValueError):
     """An answer that is not a usable description (not JSON, truncated, a view missing, ...)."""
+
+
+# --- normalising what the server sent -----------------------------------------------------------------------------
+
+REASONING_FIELDS: tuple[str, ...] = ("reasoning_content", "reasoning", "thinking")
+"""Message fields in which servers return a reasoning model's thoughts (vLLM, SGLang, DeepSeek, OpenRouter, Ollama)."""
+
+_TEXT_PART_TYPES = frozenset({"text", "output_text"})
+_REASONING_PART_TYPES = frozenset({"thinking", "reasoning", "reasoning_text", "redacted_thinking", "summary_text"})
+_THINK_TAGS = ("think", "thinking", "reasoning", "thought")
+_TAGS = "|".join(_THINK_TAGS)
+_THINK_BLOCK_RE = re.compile(rf"<({_TAGS})>(.*?)</\1>", re.DOTALL | re.IGNORECASE)
+_THINK_OPEN_RE = re.compile(rf"<({_TAGS})>", re.IGNORECASE)
+_THINK_CLOSE_RE = re.compile(rf"</({_TAGS})>", re.IGNORECASE)
+_HARMONY_FINAL = "<|channel|>final<|message|>"
+_HARMONY_END_RE = re.compile(r"<\|(?:end|return|call)\|>.*\Z", re.DOTALL)
+
+MALFORMED_FINISH_REASONS: dict[str, str] = {
+    "length": "answer cut at the token limit (finish_reason length); raise --max-tokens",
+    "max_tokens": "answer cut at the token limit (finish_reason max_tokens); raise --max-tokens",
+    "error": "the server reported an error instead of an answer (finish_reason error)",
+    "content_filter": "the server's content filter stopped the answer (finish_reason content_filter)",
+}
+"""Finish reasons that make an answer malformed whatever its content."""
+
+
+@dataclass(frozen=True)
+class NormalisedAnswer:
+    """One message, reduced to the answer text and what was set aside.
+
+    Attributes:
+        text: the answer: text parts joined, reasoning blocks removed, stripped.
+        reasoning: what the model thought before answering (reasoning fields, parts and think blocks), joined.
+        refusal: the server's ``refusal`` text, if any.
+    """
+
+    text: str
+    reasoning: str
+    refusal: str
+
+
+def _part_text(part: Any) -> tuple[str, str]:
+    """``(answer text, reasoning text)`` of one content part."""
+    if isinstance(part, str):
+        return part, ""
+    if not isinstance(part, dict):
+        return "", ""
+    kind = str(part.get("type", "text")).lower()
+    if kind in _REASONING_PART_TYPES:
+        for key in ("thinking", "reasoning", "text", "summary"):
+            if isinstance(part.get(key), str):
+                return "", part[key]
+        return "", ""
+    if kind in _TEXT_PART_TYPES and isinstance(part.get("text"), str):
+        return part["text"], ""
+    if kind in _TEXT_PART_TYPES and isinstance(part.get("text"), dict):  # {"text": {"value": ...}}
+        value = part["text"].get("value")
+        return (value, "") if isinstance(value, str) else ("", "")
+    return "", ""  # images, audio, tool calls: not an answer
+
+
+def split_reasoning(text: str) -> tuple[str, str]:
+    """``(answer, reasoning)`` of a content string: think blocks, an orphan closing tag and harmony channels."""
+    reasoning: list[str] = []
+    if _HARMONY_FINAL in text:  # gpt-oss output whose channels the server did not parse
+        before, _, after = text.rpartition(_HARMONY_FINAL)
+        reasoning.extend(re.findall(r"<\|message\|>(.*?)(?=<\|[a-z]+\|>|\Z)", before, re.DOTALL))
+        text = _HARMONY_END_RE.sub("", after)
+
+    def keep(match: re.Match[str]) -> str:
+        reasoning.append(match.group(2))
+        return " "
+
+    text = _THINK_BLOCK_RE.sub(keep, text)
+    close = _THINK_CLOSE_RE.search(text)
+    if close is not None:  # "…</think> answer": the opening tag was in the chat template
+        reasoning.append(text[: close.start()])
+        text = text[close.end() :]
+    opened = _THINK_OPEN_RE.search(text)
+    if opened is not None:  # "<think> …" never closed: the model stopped while thinking
+        reasoning.append(text[opened.end() :])
+        text = text[: opened.start()]
+    return text.strip(), "\n".join(r.strip() for r in reasoning if r.strip())
+
+
+def normalise_message(message: Any) -> NormalisedAnswer:
+    """Reduce a chat-completions ``message`` (a dict as sent by the server) to its answer and its reasoning.
+
+    ``content`` may be a string, ``None`` or a list of parts (strings or ``{"type": ..., ...}`` dicts); reasoning
+    comes from :data:`REASONING_FIELDS`, reasoning parts, and think blocks inside the text.
+    """
+    if not isinstance(message, dict):
+        return NormalisedAnswer("", "", "")
+    content = message.get("content")
+    texts: list[str] = []
+    reasoning: list[str] = []
+    for name in REASONING_FIELDS:
+        value = message.get(name)
+        if isinstance(value, str) and value.strip():
+            reasoning.append(value)
+    details = message.get("reasoning_details")
+    if isinstance(details, list):
+        for item in details:
+            _, thought = _part_text({**item, "type": "reasoning"} if isinstance(item, dict) else item)
+            if thought.strip():
+                reasoning.append(thought)
+    parts = content if isinstance(content, list) else [content] if isinstance(content, str) else []
+    for part in parts:
+        answer, thought = _part_text(part)
+        texts.append(answer)
+        if thought.strip():
+            reasoning.append(thought)
+    answer, thoughts = split_reasoning("".join(texts))
+    if thoughts:
+        reasoning.append(thoughts)
+    refusal = message.get("refusal")
+    return NormalisedAnswer(
+        text=answer,
+        reasoning="\n".join(r.strip() for r in reasoning),
+        refusal=refusal.strip() if isinstance(refusal, str) else "",
+    )
+
+
+def check_answer(text: str, reasoning: str, refusal: str, finish_reason: str) -> None:
+    """Raise :class:`MalformedAnswer` unless the normalised answer can be parsed at all.
+
+    Malformed: a finish reason in :data:`MALFORMED_FINISH_REASONS`, a refusal, or no text outside the reasoning.
+    """
+    reason = MALFORMED_FINISH_REASONS.get(finish_reason.strip().lower())
+    if reason:
+        raise MalformedAnswer(reason)
+    if refusal:
+        raise MalformedAnswer(f"the model refused: {refusal[:200]}")
+    if not text.strip():
+        if reasoning.strip():
+            raise MalformedAnswer(
+                "no answer outside the reasoning (content empty, the reasoning is not read as an answer); "
+                "raise --max-tokens or check the server's reasoning parser"
+            )
+        raise MalformedAnswer("empty answer")
 
 
 _KEY_ALIASES: dict[str, str] = {

@@ -28,6 +28,7 @@ from mghft.interpret.backends import Backend
 from mghft.interpret.clients import BackendError, FatalBackendError
 from mghft.interpret.description import image_sha256
 from mghft.interpret.imaging import DEFAULT_MAX_SIDE, PreparedImage, prepare_image
+from mghft.interpret.redact import redact_text
 from mghft.interpret.store import DescriptionStore
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,16 @@ class RunSummary:
     elapsed_s: float = 0.0
     interrupted: bool = False
     fatal_error: str = ""
+    fatal_hint: str = ""
     errors: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """What the client changed or noticed (a parameter switched for a server, an endpoint unreachable)."""
+
+    def add_usage(self, usage: dict[str, int]) -> None:
+        """Count one image's requests and tokens (described or failed)."""
+        self.requests += int(usage.get("requests", 0))
+        self.prompt_tokens += int(usage.get("prompt_tokens", 0))
+        self.completion_tokens += int(usage.get("completion_tokens", 0))
 
     @property
     def remaining(self) -> int:
@@ -99,8 +109,8 @@ class RunSummary:
         out["elapsed_s"] = round(self.elapsed_s, 3)
         return out
 
-    def format(self) -> str:
-        """A few human-readable lines."""
+    def format(self, *, with_fatal: bool = True) -> str:
+        """A few human-readable lines (``with_fatal=False``: without the line of a fatal error, raised instead)."""
         lines = [
             f"described {self.described}, skipped (already done) {self.skipped}, failed {self.failed}, "
             f"remaining {self.remaining} of {self.todo} to do",
@@ -112,9 +122,10 @@ class RunSummary:
         if self.errors:
             top = ", ".join(f"{k} x{v}" for k, v in Counter(self.errors).most_common(5))
             lines.append(f"errors: {top}")
+        lines.extend(f"note: {note}" for note in self.notes)
         if self.interrupted:
             lines.append("interrupted: rerun the same command to continue")
-        if self.fatal_error:
+        if self.fatal_error and with_fatal:
             lines.append(f"stopped: {self.fatal_error}")
         return "\n".join(lines)
 
@@ -205,6 +216,22 @@ def plan_batch(
     return Plan(todo=todo, summary=summary, unreadable=unreadable)
 
 
+def _redacted(value: Any) -> Any:
+    """``value`` (a JSON-like configuration) with every URL in its strings redacted."""
+    if isinstance(value, str):
+        return redact_text(value) if "://" in value else value
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    return value
+
+
+def _client_notes(backend: Backend) -> list[str]:
+    """The notes of a server backend's client (parameter switches, unreachable endpoints), else none."""
+    return list(getattr(getattr(backend, "client", None), "notes", []))
+
+
 def _error_kind(message: str) -> str:
     head = message.split(":", 1)[0]
     return head if len(head) <= 40 else head[:40]
@@ -222,13 +249,31 @@ async def describe_plan(
     """Describe the planned images with ``concurrency`` requests in flight; updates and returns ``plan.summary``.
 
     Each description is committed as it arrives. A failed image gets a failure record (and is retried by the next
-    run); a :class:`FatalBackendError` stops every worker and is noted in the summary.
+    run); its requests and tokens are counted like those of a described one. A backend with a ``preflight`` (a
+    server) is checked for reachability first. A :class:`FatalBackendError` stops every worker and is noted in the
+    summary (``fatal_error``, ``fatal_hint``).
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     summary = plan.summary
     queue = iter(plan.todo)
     errors: Counter[str] = Counter(summary.errors)
+
+    def stopped(err: FatalBackendError) -> None:
+        summary.fatal_error = str(err)
+        summary.fatal_hint = err.hint or ""
+        summary.notes = _client_notes(backend)
+
+    preflight = getattr(backend, "preflight", None)
+    if plan.todo and preflight is not None:
+        try:
+            await preflight()
+        except FatalBackendError as err:
+            stopped(err)
+            summary.elapsed_s = 0.0
+            await backend.aclose()
+            return summary
+
     bar = None
     if progress:
         from tqdm import tqdm
@@ -236,8 +281,9 @@ async def describe_plan(
         bar = tqdm(total=len(plan.todo), unit="img", desc="describing", dynamic_ncols=True, smoothing=0.05)
     started = time.monotonic()
 
-    def fail(sha: str, item: WorkItem, message: str) -> None:
+    def fail(sha: str, item: WorkItem, message: str, usage: dict[str, int] | None = None) -> None:
         summary.failed += 1
+        summary.add_usage(usage or {})
         errors[_error_kind(message)] += 1
         store.record_failure(sha, message, source=str(item.path), backend=backend.name, model=backend.model)
         log.info("%s: %s", item.key, message)
@@ -277,14 +323,15 @@ async def describe_plan(
             sha, item, prepared = job
             try:
                 desc = await backend.describe(prepared)
+            except FatalBackendError as err:
+                summary.add_usage(err.usage.as_dict())
+                raise
             except BackendError as err:
-                fail(sha, item, str(err))
+                fail(sha, item, str(err), err.usage.as_dict())
             else:
                 store.put(desc)
                 summary.described += 1
-                summary.requests += desc.usage.get("requests", 0)
-                summary.prompt_tokens += desc.usage.get("prompt_tokens", 0)
-                summary.completion_tokens += desc.usage.get("completion_tokens", 0)
+                summary.add_usage(desc.usage)
             tick()
 
     tasks = [asyncio.ensure_future(preparers())]
@@ -297,7 +344,7 @@ async def describe_plan(
         for task in done:
             err = task.exception()
             if isinstance(err, FatalBackendError):
-                summary.fatal_error = str(err)
+                stopped(err)
             elif err is not None:
                 raise err
     except asyncio.CancelledError:
@@ -309,6 +356,7 @@ async def describe_plan(
     finally:
         summary.elapsed_s = time.monotonic() - started
         summary.errors = dict(errors)
+        summary.notes = _client_notes(backend)
         if bar is not None:
             bar.close()
         await backend.aclose()
@@ -330,15 +378,18 @@ def run_batch(
 ) -> RunSummary:
     """Plan and describe (blocking); Ctrl-C stops cleanly with a summary marked ``interrupted``.
 
-    The resolved configuration and the closing summary are recorded in the store's run log.
+    The resolved configuration and the closing summary are recorded in the store's run log; every URL in them is
+    redacted (:func:`~mghft.interpret.redact.redact_url`).
     """
     plan = plan_batch(
         items, store, shard=shard, redo=redo, prompt_version=backend.prompt_version, limit=limit, progress=progress
     )
+    client = getattr(backend, "client", None)
+    endpoints = [e.shown for e in getattr(client, "endpoints", [])]
     run_id = store.start_run(
-        {"backend": backend.name, "model": backend.model, "prompt_version": backend.prompt_version,
-         "concurrency": concurrency, "shard": f"{shard[0]}/{shard[1]}", "redo": redo, "limit": limit,
-         "max_side": max_side, **(config or {})}
+        _redacted({"backend": backend.name, "model": backend.model, "prompt_version": backend.prompt_version,
+                   "concurrency": concurrency, "shard": f"{shard[0]}/{shard[1]}", "redo": redo, "limit": limit,
+                   "max_side": max_side, **({"endpoints": endpoints} if endpoints else {}), **(config or {})})
     )  # fmt: skip
     try:
         asyncio.run(describe_plan(plan, backend, store, concurrency=concurrency, max_side=max_side, progress=progress))

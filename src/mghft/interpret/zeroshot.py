@@ -1,10 +1,14 @@
 """Zero-shot emotion classification by a multimodal LLM through the same clients (the paper's GPT-4o and LLaVA rows).
 
-Each labelled image is sent once with the list of class names; the answer's label is read by
-:func:`~mghft.interpret.parse.parse_label`. An answer that names no label (or several without choosing) counts as
-wrong and is counted as *unparseable*; a request that fails outright is a *failure*, kept out of the metrics and
-retried by the next run. Predictions are appended to ``predictions.jsonl`` as they arrive (a rerun continues);
-``summary.json`` holds accuracy, macro and weighted F1, and the counts.
+Each image is sent once with the list of class names. The answer passes the same normaliser and checks as
+``mghft interpret``'s (:mod:`mghft.interpret.parse`: text parts joined, reasoning and ``<think>`` blocks set aside,
+truncated, errored, refused or empty answers asked again), then its label is read by
+:func:`~mghft.interpret.parse.parse_label`. A valid answer that names no label (or several without choosing)
+counts as wrong and is counted as *unparseable*; an image whose every answer was malformed, or whose request
+failed, is a *failure*: kept out of the metrics and retried by the next run. Predictions are appended to
+``predictions.jsonl`` as they arrive (a rerun continues); ``summary.json`` holds accuracy, macro and weighted F1
+over the labelled images, and the counts; requests and tokens count every line of ``predictions.jsonl``, failed
+attempts of earlier runs included. Unlabelled images (given as paths) are classified but not scored.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 from mghft.data.images import ImageLoadError
 from mghft.data.records import DatasetIndex, Sample
+from mghft.errors import MghftError
 from mghft.interpret.clients import BackendError, ChatAnswer, ChatClient, FatalBackendError
 from mghft.interpret.description import clean_text, image_sha256
 from mghft.interpret.imaging import DEFAULT_MAX_SIDE, prepare_image
@@ -27,6 +32,7 @@ from mghft.interpret.parse import parse_label
 from mghft.interpret.prompts import ZEROSHOT_VERSION, zeroshot_json_schema, zeroshot_messages
 
 ANSWER_MAX_CHARS = 300
+REASONING_MAX_CHARS = 2000
 
 
 @dataclass
@@ -44,6 +50,8 @@ class ZeroShotRecord:
     model: str
     prompt_version: str
     usage: dict[str, int]
+    reasoning: str = ""
+    """The reasoning the model wrote before its answer (capped), kept for inspection; never read for the label."""
 
 
 def f1_scores(pairs: Sequence[tuple[int, int | None]], num_classes: int) -> tuple[list[float], float, float]:
@@ -66,8 +74,14 @@ def f1_scores(pairs: Sequence[tuple[int, int | None]], num_classes: int) -> tupl
     return per_class, macro, weighted
 
 
-def summarize(records: Sequence[ZeroShotRecord], classes: Sequence[str]) -> dict[str, Any]:
-    """Metrics over answered images; failures counted apart."""
+def summarize(
+    records: Sequence[ZeroShotRecord], classes: Sequence[str], *, spent: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Metrics over answered labelled images; failures and unlabelled predictions counted apart.
+
+    ``spent`` (requests and ``total_tokens`` of every attempt, superseded failures included) replaces the sums over
+    ``records`` when given.
+    """
     answered = [r for r in records if not r.error and r.label is not None]
     pairs = [(int(r.label), r.prediction) for r in answered if r.label is not None]
     correct = sum(1 for label, pred in pairs if pred == label)
@@ -83,23 +97,35 @@ def summarize(records: Sequence[ZeroShotRecord], classes: Sequence[str]) -> dict
         "per_class_f1": dict(zip(classes, per_class, strict=True)),
         "unparseable": sum(1 for r in answered if r.prediction is None),
         "failed": sum(1 for r in records if r.error),
-        "requests": sum(r.usage.get("requests", 0) for r in records),
-        "total_tokens": tokens,
+        "unlabelled_predicted": sum(1 for r in records if not r.error and r.label is None),
+        "requests": spent["requests"] if spent is not None else sum(r.usage.get("requests", 0) for r in records),
+        "total_tokens": spent["total_tokens"] if spent is not None else tokens,
         "classes": list(classes),
         "models": sorted({r.model for r in answered if r.model}),
         "prompt_version": ZEROSHOT_VERSION,
     }
 
 
-def _read_existing(path: Path) -> dict[str, ZeroShotRecord]:
+_RECORD_FIELDS = {f.name for f in fields(ZeroShotRecord)}
+
+
+def _read_existing(path: Path) -> tuple[dict[str, ZeroShotRecord], dict[str, tuple[int, int]]]:
+    """The latest record per key, and per key the requests and tokens of all its lines (earlier failures too)."""
     found: dict[str, ZeroShotRecord] = {}
+    spent: dict[str, tuple[int, int]] = {}
     if path.exists():
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 if line.strip():
-                    record = ZeroShotRecord(**json.loads(line))
+                    row = json.loads(line)
+                    record = ZeroShotRecord(**{k: v for k, v in row.items() if k in _RECORD_FIELDS})
                     found[record.key] = record
-    return found
+                    requests, tokens = spent.get(record.key, (0, 0))
+                    spent[record.key] = (
+                        requests + int(record.usage.get("requests", 0)),
+                        tokens + int(record.usage.get("total_tokens", 0)),
+                    )
+    return found, spent
 
 
 async def _classify(client: ChatClient, sample: Sample, classes: Sequence[str], max_side: int) -> ZeroShotRecord:
@@ -126,9 +152,11 @@ async def _classify(client: ChatClient, sample: Sample, classes: Sequence[str], 
         pred, answer, usage = await client.ask(
             prepared.data_url, system, user, schema=zeroshot_json_schema(classes), parse=parse
         )
+    except FatalBackendError:
+        raise
     except BackendError as err:
         return ZeroShotRecord(**base, image_sha256=sha, prediction=None, prediction_name=None, answer="",
-                              error=str(err), model=client.model, usage={})  # fmt: skip
+                              error=str(err), model=client.model, usage=err.usage.as_dict())  # fmt: skip
     return ZeroShotRecord(
         **base,
         image_sha256=sha,
@@ -138,6 +166,7 @@ async def _classify(client: ChatClient, sample: Sample, classes: Sequence[str], 
         error="",
         model=answer.model,
         usage=usage.as_dict(),
+        reasoning=clean_text(answer.reasoning, REASONING_MAX_CHARS),
     )
 
 
@@ -196,47 +225,63 @@ def run_zeroshot(
     max_side: int = DEFAULT_MAX_SIDE,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Classify every labelled image of ``index`` zero-shot; writes ``predictions.jsonl`` and ``summary.json``.
+    """Classify every image of ``index`` zero-shot; writes ``predictions.jsonl`` and ``summary.json``.
 
-    Images already answered in ``out_dir/predictions.jsonl`` are not asked again (failed ones are).
+    Labelled images are scored; unlabelled ones (``label`` ``None``) get a prediction only. Images already answered
+    in ``out_dir/predictions.jsonl`` are not asked again (failed ones are). The servers are checked for
+    reachability before the first request.
 
     Returns:
-        the summary (also in ``summary.json``), with ``interrupted`` and ``fatal_error`` when the run stopped early.
+        the summary (also in ``summary.json``), with ``interrupted``, ``fatal_error`` and ``fatal_hint`` when the
+        run stopped early, and ``notes`` (parameters the client switched, endpoints it could not reach).
 
     Raises:
-        ValueError: the index has no labelled image.
+        MghftError: the index has no image.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pred_file = out / "predictions.jsonl"
     classes = list(index.classes)
-    labelled = [s for s in index.samples if s.label is not None]
-    if not labelled:
-        raise ValueError(f"{index.name}: no labelled images to classify")
-    existing = _read_existing(pred_file)
-    todo = [s for s in labelled if s.key not in existing or existing[s.key].error]
+    samples = list(index.samples)
+    if not samples:
+        raise MghftError(f"{index.name}: no images to classify", hint="check the dataset, --split or the PATHs given")
+    existing, _ = _read_existing(pred_file)
+    todo = [s for s in samples if s.key not in existing or existing[s.key].error]
     if limit is not None:
         todo = todo[: max(0, limit)]
     started = time.monotonic()
-    interrupted, fatal = False, ""
+    interrupted, fatal, hint = False, "", ""
+    fatal_usage: dict[str, int] = {}
+
+    async def main() -> None:
+        if todo:
+            await client.check_endpoints()
+        await _run(client, todo, classes, pred_file, concurrency=concurrency, max_side=max_side, progress=progress)
+
     try:
-        asyncio.run(
-            _run(client, todo, classes, pred_file, concurrency=concurrency, max_side=max_side, progress=progress)
-        )
+        asyncio.run(main())
     except KeyboardInterrupt:
         interrupted = True
     except FatalBackendError as err:
-        fatal = str(err)
-    records = list(_read_existing(pred_file).values())
-    wanted = {s.key for s in labelled}
-    summary = summarize([r for r in records if r.key in wanted], classes)
+        fatal, hint, fatal_usage = str(err), err.hint or "", err.usage.as_dict()
+    latest, spent_by_key = _read_existing(pred_file)
+    wanted = {s.key for s in samples}
+    spent = {
+        "requests": sum(spent_by_key[k][0] for k in wanted if k in spent_by_key) + fatal_usage.get("requests", 0),
+        "total_tokens": sum(spent_by_key[k][1] for k in wanted if k in spent_by_key)
+        + fatal_usage.get("total_tokens", 0),
+    }
+    summary = summarize([r for k, r in latest.items() if k in wanted], classes, spent=spent)
     summary.update(
         dataset=index.name,
-        labelled=len(labelled),
+        labelled=sum(1 for s in samples if s.label is not None),
+        unlabelled=sum(1 for s in samples if s.label is None),
         asked_this_run=len(todo),
         elapsed_s=round(time.monotonic() - started, 3),
         interrupted=interrupted,
         fatal_error=fatal,
+        fatal_hint=hint,
+        notes=list(client.notes),
     )
     with open(out / "summary.json", "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2, ensure_ascii=False)
