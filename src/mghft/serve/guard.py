@@ -1,0 +1,284 @@
+"""What keeps the service answering under hostile clients: connection deadlines and limits, the Host allowlist,
+and generic 5xx bodies.
+
+* :class:`GuardedH11Protocol`: uvicorn's HTTP/1.1 protocol with a deadline for a request's headers (counted from
+  the connection's start or the end of the previous response) and one for its body, and a cap on the connections
+  one client address holds at once. A client sending one header byte every few seconds is cut off at the header
+  deadline; a client opening more connections than its share gets a 503 and the connection is closed, so it cannot
+  take every slot of ``max_connections``.
+* :class:`HostAllowlist`: answers 400 to a request whose ``Host`` is not an allowed name, so a web page cannot
+  reach a service on loopback by DNS rebinding (the browser sends the attacker's name as ``Host``).
+* :class:`InternalErrors`: an unexpected exception becomes a 500 whose body names only a reference; the exception,
+  with that reference, goes to the server's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import json
+import logging
+import secrets
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from mghft.errors import UsageError
+
+log = logging.getLogger("mghft.serve")
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+"""The Host names allowed by default: the service answers only to clients that name it as loopback."""
+
+OPEN_PATHS = ("/healthz", "/readyz")
+"""Paths answered whatever the Host (probes from orchestrators use the pod's address)."""
+
+
+def raw_response(status: int, reason: str, detail: str) -> bytes:
+    """A complete ``Connection: close`` HTTP/1.1 response with a JSON ``{"detail": ...}`` body."""
+    body = json.dumps({"detail": detail}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+class ConnectionGuard:
+    """Shared state of the guarded connections of one server: limits and the live count per client address.
+
+    Args:
+        header_timeout: seconds a client has to send a request's headers (from connecting, or from the end of the
+            previous response on a kept-alive connection).
+        body_timeout: seconds a client has to send a request's body once its headers are in.
+        max_per_client: most connections one client address holds at once (0: no limit; behind a reverse proxy
+            every client has the proxy's address).
+    """
+
+    def __init__(self, header_timeout: float, body_timeout: float, max_per_client: int) -> None:
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.max_per_client = max_per_client
+        self.per_client: dict[str, int] = {}
+        self.refused = 0  # connections refused for being over a client's share
+        self.timed_out = 0  # connections closed at a deadline
+
+    def enter(self, address: str) -> bool:
+        """Count a new connection from ``address``; False when it is over the client's share."""
+        n = self.per_client.get(address, 0) + 1
+        self.per_client[address] = n
+        return not self.max_per_client or n <= self.max_per_client
+
+    def leave(self, address: str) -> None:
+        n = self.per_client.get(address, 0) - 1
+        if n > 0:
+            self.per_client[address] = n
+        else:
+            self.per_client.pop(address, None)
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with header and body deadlines and a per-client connection cap (see the module)."""
+
+    def __init__(self, *args: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = guard
+        self._address: str | None = None
+        self._phase: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._address = self.client[0] if self.client else "unknown"
+        if not self.guard.enter(self._address):
+            self.guard.refused += 1
+            detail = f"too many connections from your address (at most {self.guard.max_per_client} at once)"
+            transport.write(raw_response(503, "Service Unavailable", detail))
+            transport.close()
+            return
+        self._rearm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel()
+        if self._address is not None:
+            self.guard.leave(self._address)
+            self._address = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._rearm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._rearm()
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _rearm(self) -> None:
+        """Start the deadline of the phase the client is in (headers or body); none while the app answers."""
+        if self.transport is None or self.transport.is_closing():
+            self._cancel()
+            return
+        state = self.conn.their_state
+        phase = "headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None
+        if phase == self._phase:
+            return
+        self._cancel()
+        self._phase = phase
+        if phase is not None:
+            limit = self.guard.header_timeout if phase == "headers" else self.guard.body_timeout
+            self._timer = self.loop.call_later(limit, self._expired, phase, limit)
+
+    def _expired(self, phase: str, limit: float) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        self.guard.timed_out += 1
+        if phase == "headers" or self.cycle is None or not self.cycle.response_started:
+            # no response under way: tell the client why before closing
+            detail = f"the request's {phase} did not arrive within {limit:g} s"
+            self.transport.write(raw_response(408, "Request Timeout", detail))
+        self.transport.close()
+
+
+def guarded_protocol(guard: ConnectionGuard) -> Any:
+    """The protocol class uvicorn's ``Config(http=...)`` takes, bound to ``guard``."""
+
+    class Bound(GuardedH11Protocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, guard=guard, **kwargs)
+
+    return Bound
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ASGI middlewares
+
+
+def _host_name(value: str) -> str:
+    """The name in a Host header without its port, lower case; IPv6 literals without brackets."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    if value.count(":") == 1:
+        value = value.split(":", 1)[0]
+    return value.rstrip(".")
+
+
+def allowed_host_names(names: Iterable[str], listen_host: str | None = None) -> tuple[str, ...]:
+    """The Host names to allow: ``names`` (``*`` allows any), plus the listening address when it is a specific
+    one (not a wildcard such as ``0.0.0.0``)."""
+    out = [_host_name(n) if n != "*" else "*" for n in names]
+    if listen_host:
+        host = _host_name(listen_host)
+        try:
+            wildcard = ipaddress.ip_address(host).is_unspecified
+        except ValueError:
+            wildcard = host == ""
+        if not wildcard and host not in out:
+            out.append(host)
+    return tuple(dict.fromkeys(out))
+
+
+class HostAllowlist:
+    """ASGI middleware: a request whose ``Host`` is not allowed gets 400 (health probes excepted)."""
+
+    def __init__(self, app: Any, allowed: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = frozenset(allowed)
+        self.any = "*" in self.allowed
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.any or scope.get("path") in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
+        if _host_name(host) in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        detail = "this Host name is not served here; the operator allows names with --allowed-host"
+        body = json.dumps({"detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 400, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class InternalErrors:
+    """ASGI middleware: an unhandled exception is logged with a reference and answered with a generic 500."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as e:
+            ref = secrets.token_hex(4)
+            log.error("internal error %s on %s %s", ref, scope.get("method"), scope.get("path"), exc_info=e)
+            if started:
+                raise
+            body = json.dumps({"detail": f"internal error (reference {ref}); the details are in the service's log"})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body.encode()})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the listening socket
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (not yet listening), so a taken port is found before the model loads.
+
+    Raises:
+        UsageError: the port is taken, the address is not this machine's, or the name does not resolve.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise UsageError(
+            f"--host {host}: cannot resolve it ({e.strerror})", hint="give an address of this machine"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise UsageError(
+                f"port {port} on {host} is taken by another program",
+                hint="stop that program or choose another --port",
+            ) from None
+        if e.errno == errno.EACCES:
+            raise UsageError(
+                f"no permission to listen on port {port}", hint="ports below 1024 need privileges; use --port 8000"
+            ) from None
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}", hint="check --host and --port") from None
+    sock.set_inheritable(True)
+    return sock
