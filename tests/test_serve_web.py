@@ -104,3 +104,30 @@ _CANVAS_SUM = """() => {
   for (let i = 0; i < d.length; i += 4) { red += d[i] - d[i + 2]; alpha += d[i + 3]; }
   return { red, alpha };
 }"""
+
+
+def test_the_api_link_works_offline(page: object, server: BackgroundServer) -> None:
+    """The page's "API" link opens Swagger UI from the service's own files: every other origin is cut off."""
+    outside: list[str] = []
+    docs = page.context.browser.new_page()  # type: ignore[attr-defined]
+    try:
+
+        def offline(route: object) -> None:
+            url = route.request.url  # type: ignore[attr-defined]
+            if url.startswith(server.url):
+                route.continue_()  # type: ignore[attr-defined]
+            else:
+                outside.append(url)
+                route.abort()  # type: ignore[attr-defined]
+
+        docs.set_default_timeout(30_000)
+        docs.route("**/*", offline)
+        docs.goto(server.url + "/")
+        docs.click("footer a:text('API')")
+        docs.wait_for_selector(".swagger-ui .info .title")
+        assert "mghft sticker emotion service" in docs.text_content(".swagger-ui .info .title")
+        docs.wait_for_selector(".opblock-post")
+        assert "/v1/predict" in docs.text_content(".swagger-ui")
+    finally:
+        docs.close()
+    assert outside == []
