@@ -388,6 +388,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
     key = key or os.environ.get(API_KEY_ENV) or None
     settings = _serve_settings(args, key)
+    _log_to_stderr()
     sock = bind_socket(args.host, args.port)  # a taken port is an error before the model loads
     try:
         predictor = load_predictor(args.model, device=args.device, max_pixels=args.max_pixels)
@@ -399,6 +400,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         sock.close()
     return 0
+
+
+def _log_to_stderr() -> None:
+    """The service's log (refused interpreter answers, internal errors with their reference) on stderr."""
+    import logging
+
+    logger = logging.getLogger("mghft.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _announcement(name: str, sock: Any, allowed: tuple[str, ...]) -> str:
