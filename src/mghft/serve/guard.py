@@ -4,8 +4,10 @@ and generic 5xx bodies.
 * :class:`GuardedH11Protocol`: uvicorn's HTTP/1.1 protocol with a deadline for a request's headers (counted from
   the connection's start or the end of the previous response) and one for its body, and a cap on the connections
   one client address holds at once. A client sending one header byte every few seconds is cut off at the header
-  deadline; a client opening more connections than its share gets a 503 and the connection is closed, so it cannot
-  take every slot of ``max_connections``.
+  deadline; a client opening more connections than its share gets a 503 and the connection is closed. When all
+  ``max_connections`` slots are taken, a new connection closes the one that has waited longest for its headers
+  (an idle or slow one, which has cost no work yet) instead of being refused, so slow connections from many
+  addresses cannot lock out a client that sends its request at once.
 * :class:`HostAllowlist`: answers 400 to a request whose ``Host`` is not an allowed name, so a web page cannot
   reach a service on loopback by DNS rebinding (the browser sends the attacker's name as ``Host``).
 * :class:`InternalErrors`: an unexpected exception becomes a 500 whose body names only a reference; the exception,
@@ -64,8 +66,10 @@ class ConnectionGuard:
         self.body_timeout = body_timeout
         self.max_per_client = max_per_client
         self.per_client: dict[str, int] = {}
+        self.waiting: dict[GuardedH11Protocol, float] = {}  # connections waiting for headers -> since when
         self.refused = 0  # connections refused for being over a client's share
         self.timed_out = 0  # connections closed at a deadline
+        self.evicted = 0  # connections waiting for headers closed to make room for a new one
 
     def enter(self, address: str) -> bool:
         """Count a new connection from ``address``; False when it is over the client's share."""
@@ -100,7 +104,18 @@ class GuardedH11Protocol(H11Protocol):
             transport.write(raw_response(503, "Service Unavailable", detail))
             transport.close()
             return
+        if self.limit_concurrency is not None and len(self.connections) >= self.limit_concurrency:
+            self._evict_longest_waiting()
         self._rearm()
+
+    def _evict_longest_waiting(self) -> None:
+        """Close the connection that has waited longest for its request's headers, to make room for this one."""
+        candidates = [(since, p) for p, since in self.guard.waiting.items() if p is not self]
+        if not candidates:
+            return  # every slot is doing work: uvicorn answers 503
+        _, oldest = min(candidates, key=lambda c: c[0])
+        self.guard.evicted += 1
+        oldest._close_with(503, "Service Unavailable", "the service is at its connection limit; retry")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
@@ -121,6 +136,14 @@ class GuardedH11Protocol(H11Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.guard.waiting.pop(self, None)
+
+    def _close_with(self, status: int, reason: str, detail: str) -> None:
+        self._cancel()
+        self._phase = None
+        if not self.transport.is_closing():
+            self.transport.write(raw_response(status, reason, detail))
+            self.transport.close()
 
     def _rearm(self) -> None:
         """Start the deadline of the phase the client is in (headers or body); none while the app answers."""
@@ -136,9 +159,12 @@ class GuardedH11Protocol(H11Protocol):
         if phase is not None:
             limit = self.guard.header_timeout if phase == "headers" else self.guard.body_timeout
             self._timer = self.loop.call_later(limit, self._expired, phase, limit)
+            if phase == "headers":
+                self.guard.waiting[self] = self.loop.time()
 
     def _expired(self, phase: str, limit: float) -> None:
         self._timer = None
+        self.guard.waiting.pop(self, None)
         if self.transport.is_closing():
             return
         self.guard.timed_out += 1
