@@ -94,6 +94,8 @@ class GuardedH11Protocol(H11Protocol):
         self._address: str | None = None
         self._phase: str | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._partial = False  # bytes of the awaited request's headers have arrived
+        self._served = 0  # responses completed on this connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -108,14 +110,19 @@ class GuardedH11Protocol(H11Protocol):
             self._evict_longest_waiting()
         self._rearm()
 
+    def _waiting_rank(self) -> int:
+        """Which waiting connection goes first: 0 sending its headers slowly, 1 new and silent, 2 kept alive idle."""
+        return 0 if self._partial else 1 if not self._served else 2
+
     def _evict_longest_waiting(self) -> None:
-        """Close the connection that has waited longest for its request's headers, to make room for this one."""
-        candidates = [(since, p) for p, since in self.guard.waiting.items() if p is not self]
+        """Close a connection waiting for its request's headers, to make room for this one: a slow sender first,
+        then a silent new one, then an idle kept-alive one; the longest waiting of its kind."""
+        candidates = [(p._waiting_rank(), since, p) for p, since in self.guard.waiting.items() if p is not self]
         if not candidates:
             return  # every slot is doing work: uvicorn answers 503
-        _, oldest = min(candidates, key=lambda c: c[0])
+        _, _, victim = min(candidates, key=lambda c: c[:2])
         self.guard.evicted += 1
-        oldest._close_with(503, "Service Unavailable", "the service is at its connection limit; retry")
+        victim._close_with(503, "Service Unavailable", "the service is at its connection limit; retry")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
@@ -127,8 +134,11 @@ class GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         self._rearm()
+        if self._phase == "headers" and data:
+            self._partial = True
 
     def on_response_complete(self) -> None:
+        self._served += 1
         super().on_response_complete()
         self._rearm()
 
@@ -139,10 +149,12 @@ class GuardedH11Protocol(H11Protocol):
         self.guard.waiting.pop(self, None)
 
     def _close_with(self, status: int, reason: str, detail: str) -> None:
+        """Close, telling why unless the connection is an idle kept-alive one (its client just reconnects)."""
         self._cancel()
         self._phase = None
         if not self.transport.is_closing():
-            self.transport.write(raw_response(status, reason, detail))
+            if self._waiting_rank() < 2:
+                self.transport.write(raw_response(status, reason, detail))
             self.transport.close()
 
     def _rearm(self) -> None:
@@ -156,6 +168,7 @@ class GuardedH11Protocol(H11Protocol):
             return
         self._cancel()
         self._phase = phase
+        self._partial = False
         if phase is not None:
             limit = self.guard.header_timeout if phase == "headers" else self.guard.body_timeout
             self._timer = self.loop.call_later(limit, self._expired, phase, limit)
@@ -168,8 +181,9 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.is_closing():
             return
         self.guard.timed_out += 1
-        if phase == "headers" or self.cycle is None or not self.cycle.response_started:
-            # no response under way: tell the client why before closing
+        idle = phase == "headers" and self._waiting_rank() == 2
+        if not idle and (phase == "headers" or self.cycle is None or not self.cycle.response_started):
+            # a request under way and no response yet: tell the client why before closing
             detail = f"the request's {phase} did not arrive within {limit:g} s"
             self.transport.write(raw_response(408, "Request Timeout", detail))
         self.transport.close()
