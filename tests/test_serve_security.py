@@ -290,6 +290,9 @@ def test_every_multipart_part_is_an_image_or_refused(server: BackgroundServer, p
         assert r.status_code == 422 and "image 1 (note #1)" in r.json()["detail"]
         r = c.post("/v1/predict", content=body(("form-data", a)), headers=headers)
         assert r.status_code == 400 and "part 0 has no name" in r.json()["detail"]
+        many = body(*[(f'form-data; name="files"; filename="{i}.png"', a) for i in range(40)])
+        r = c.post("/v1/predict", content=many, headers=headers)
+        assert r.status_code == 413 and "more than" in r.json()["detail"]
 
 
 def test_internal_errors_are_generic_for_the_client_and_detailed_in_the_log(

@@ -263,10 +263,10 @@ def _parse_multipart(request: Request, body: bytes, settings: ServeSettings) -> 
             body,
             request.headers.get("content-type", ""),
             max_parts=settings.max_images + len(DESCRIPTION_FIELDS) + 1,
-            max_part_bytes=max(settings.max_file_bytes, 1 << 20) + 1,
+            max_part_bytes=max(settings.max_file_bytes, 1 << 20),
         )
     except MultipartError as e:
-        raise _http(400, f"malformed multipart body: {e}") from None
+        raise _http(e.status, f"{'malformed multipart' if e.status == 400 else 'multipart'} body: {e}") from None
     uploads: list[_Upload] = []
     descriptions: Any = None
     for part in parts:

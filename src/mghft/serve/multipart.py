@@ -15,7 +15,11 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 
 class MultipartError(ValueError):
-    """A malformed body or one over a limit; the message says which part."""
+    """A malformed body (``status`` 400) or one over a limit (413); the message says which part."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -77,7 +81,7 @@ def parse_multipart(body: bytes, content_type: str, *, max_parts: int, max_part_
 
     def begin() -> None:
         if len(parts) >= max_parts:
-            raise MultipartError(f"more than {max_parts} parts")
+            raise MultipartError(f"more than {max_parts} parts", 413)
         state.update(headers=[], name=b"", value=b"", data=bytearray())
 
     def header_field(data: bytes, start: int, end: int) -> None:
@@ -93,7 +97,7 @@ def parse_multipart(body: bytes, content_type: str, *, max_parts: int, max_part_
     def part_data(data: bytes, start: int, end: int) -> None:
         buf: bytearray = state["data"]  # type: ignore[assignment]
         if len(buf) + end - start > max_part_bytes:
-            raise MultipartError(f"part {len(parts)} is larger than {max_part_bytes} bytes")
+            raise MultipartError(f"part {len(parts)} is larger than {max_part_bytes} bytes", 413)
         buf += data[start:end]
 
     def part_end() -> None:
