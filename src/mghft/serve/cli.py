@@ -60,7 +60,9 @@ def register(sub: Any) -> None:
     s.add_argument("--max-file-mb", type=float, default=8.0, help="largest image file, MiB")
     s.add_argument("--max-request-mb", type=float, default=40.0, help="largest request body, MiB")
     s.add_argument("--max-pixels", type=int, default=4096 * 4096, help="largest image, width x height")
-    s.add_argument("--max-connections", type=int, default=128, help="concurrent connections; beyond: 503")
+    s.add_argument("--max-connections", type=int, default=128,
+                   help="concurrent connections; at the limit a new one closes the one waiting longest for its "
+                   "headers, else 503")  # fmt: skip
     s.add_argument("--max-connections-per-client", type=int, default=16,
                    help="connections one client address may hold (0: no limit; behind a reverse proxy every "
                    "client has the proxy's address)")  # fmt: skip
