@@ -257,7 +257,7 @@ def _parse_json(body: bytes) -> tuple[list[_Upload], bool | None]:
 
 def _parse_multipart(request: Request, body: bytes, settings: ServeSettings) -> list[_Upload]:
     """Every part is an image or the ``descriptions`` field; a part without a plain file name is still an image
-    (named by its ``filename*``, else ``image <i>``), never silently dropped."""
+    (named by its ``filename*``, else ``<field> #<part>``), never silently dropped."""
     try:
         parts = parse_multipart(
             body,
