@@ -255,12 +255,25 @@ def test_only_allowed_host_names_are_answered(server: BackgroundServer, predicto
         for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST"):
             assert c.get("/v1/model", headers={"Host": host}).status_code == 200, host
         assert c.get("/healthz", headers={"Host": "10.1.2.3:8000"}).status_code == 200  # probes: any Host
+        # a page on another site cannot make a browser post to the service (cross-site request forgery)
+        for origin in ("http://evil.example", "null", f"http://evil.example:{port}", "https://127.0.0.1.evil.example"):
+            r = c.post("/v1/predict", files=[("files", ("a.png", img))], headers={"Origin": origin})
+            assert r.status_code == 403 and "another site" in r.json()["detail"], origin
+        for origin in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):  # the service's own page
+            r = c.post("/v1/predict", files=[("files", ("a.png", img))], headers={"Origin": origin})
+            assert r.status_code == 200, origin
+        assert c.get("/v1/model", headers={"Origin": "http://evil.example"}).status_code == 200  # reads: CORS
     named = create_app(predictor, ServeSettings(allowed_hosts=("stickers.example.org",)))
     anyhost = create_app(predictor, ServeSettings(allowed_hosts=("*",)))
     with BackgroundServer(named) as a, BackgroundServer(anyhost) as b:
         assert httpx.get(a.url + "/v1/model", headers={"Host": "stickers.example.org"}).status_code == 200
         assert httpx.get(a.url + "/v1/model").status_code == 400  # only the names given
         assert httpx.get(b.url + "/v1/model", headers={"Host": "whatever.example"}).status_code == 200
+        post = {"files": [("files", ("a.png", img))], "timeout": 20}
+        same = {"Host": "whatever.example", "Origin": "http://whatever.example"}
+        assert httpx.post(b.url + "/v1/predict", headers=same, **post).status_code == 200
+        other = {"Host": "whatever.example", "Origin": "http://evil.example"}
+        assert httpx.post(b.url + "/v1/predict", headers=other, **post).status_code == 403
 
 
 def test_every_multipart_part_is_an_image_or_refused(server: BackgroundServer, predictor: Predictor) -> None:

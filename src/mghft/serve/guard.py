@@ -9,7 +9,9 @@ and generic 5xx bodies.
   (an idle or slow one, which has cost no work yet) instead of being refused, so slow connections from many
   addresses cannot lock out a client that sends its request at once.
 * :class:`HostAllowlist`: answers 400 to a request whose ``Host`` is not an allowed name, so a web page cannot
-  reach a service on loopback by DNS rebinding (the browser sends the attacker's name as ``Host``).
+  reach a service on loopback by DNS rebinding (the browser sends the attacker's name as ``Host``); and 403 to a
+  POST whose ``Origin`` (sent by browsers) is another site, so a page cannot make the operator's browser spend
+  the service's work (cross-site request forgery). Clients that send no ``Origin`` (curl, SDKs) are not affected.
 * :class:`InternalErrors`: an unexpected exception becomes a 500 whose body names only a reference; the exception,
   with that reference, goes to the server's log.
 """
@@ -229,7 +231,8 @@ def allowed_host_names(names: Iterable[str], listen_host: str | None = None) -> 
 
 
 class HostAllowlist:
-    """ASGI middleware: a request whose ``Host`` is not allowed gets 400 (health probes excepted)."""
+    """ASGI middleware: a request whose ``Host`` is not allowed gets 400 (health probes excepted); a request other
+    than GET/HEAD/OPTIONS whose ``Origin`` names another host than its ``Host`` (or ``null``) gets 403."""
 
     def __init__(self, app: Any, allowed: Iterable[str]) -> None:
         self.app = app
@@ -237,18 +240,34 @@ class HostAllowlist:
         self.any = "*" in self.allowed
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or self.any or scope.get("path") in OPEN_PATHS:
+        if scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
-        if _host_name(host) in self.allowed:
-            await self.app(scope, receive, send)
+        headers = {k: v.decode("latin-1") for k, v in scope.get("headers", ())}
+        host = _host_name(headers.get(b"host", ""))
+        if not self.any and host not in self.allowed:
+            await _refuse(send, 400, "this Host name is not served here; the operator allows names with --allowed-host")
             return
-        detail = "this Host name is not served here; the operator allows names with --allowed-host"
-        body = json.dumps({"detail": detail}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 400, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        origin = headers.get(b"origin")
+        if origin is not None and scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
+            from urllib.parse import urlsplit
+
+            try:
+                origin_host = _host_name(urlsplit(origin).hostname or "") if origin != "null" else ""
+            except ValueError:
+                origin_host = ""
+            same_site = origin_host == host or (not self.any and origin_host in self.allowed)
+            if not origin_host or not same_site:
+                await _refuse(send, 403, "requests from another site's web page are not accepted")
+                return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Any, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class InternalErrors:
