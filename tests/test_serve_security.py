@@ -346,3 +346,7 @@ def test_api_docs_come_from_local_files_pinned_by_hash(server: BackgroundServer)
         assert c.get("/docs/assets/redoc.standalone.js").status_code == 404  # only the files the page uses
         assert c.get("/docs/assets/..%2F__init__.py").status_code == 404
         assert c.get("/static/docs.js").status_code == 200
+        index = c.get("/")
+        assert "default-src 'self'" in index.headers["content-security-policy"]
+        for r in (index, page, c.get("/v1/model"), c.get("/nowhere")):
+            assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"

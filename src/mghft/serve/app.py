@@ -45,7 +45,7 @@ from starlette.requests import ClientDisconnect
 
 from mghft.data.images import ImageLoadError, ImageTooLargeError
 from mghft.serve.batcher import Batcher, QueueFull
-from mghft.serve.guard import LOOPBACK_HOSTS, HostAllowlist, InternalErrors, allowed_host_names
+from mghft.serve.guard import LOOPBACK_HOSTS, HostAllowlist, InternalErrors, SecurityHeaders, allowed_host_names
 from mghft.serve.multipart import MultipartError, parse_multipart
 from mghft.serve.predictor import MAX_VIEW_CHARS, LoadedImage, Predictor, ViewTextTooLong
 
@@ -359,6 +359,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     )
     app.add_middleware(InternalErrors)  # inside: the Host check answers first
     app.add_middleware(HostAllowlist, allowed=allowed_host_names(settings.allowed_hosts))
+    app.add_middleware(SecurityHeaders)
     app.state.predictor = predictor
     app.state.batcher = batcher
     app.state.settings = settings
@@ -492,9 +493,16 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             {"model": predictor.name, "predictions": [p.to_dict(explain=explain) for p in preds]},
         )
 
+    page_policy = (
+        "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'self'"
+    )
+
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+        return FileResponse(
+            STATIC_DIR / "index.html", media_type="text/html", headers={"Content-Security-Policy": page_policy}
+        )
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_api_docs(app)
