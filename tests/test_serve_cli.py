@@ -116,18 +116,27 @@ def test_predict_exit_codes(checkpoint: Path, folder: Path, tmp_path: Path) -> N
     assert main(["predict", str(folder), "--model", str(checkpoint), "--out", str(tmp_path / "z")]) == 2
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_serve_command_applies_its_flags(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
 
     seen = {}
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.setdefault("config", self.config))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: seen.setdefault("config", self.config))
     key = tmp_path / "key.txt"
     key.write_text("k3y\n", encoding="utf-8")
-    rc = main(["serve", "--model", str(checkpoint), "--port", "8123", "--max-images", "3", "--queue-size", "9",
+    port = _free_port()
+    rc = main(["serve", "--model", str(checkpoint), "--port", str(port), "--max-images", "3", "--queue-size", "9",
                "--max-file-mb", "0.5", "--api-key-file", str(key), "--store", str(tmp_path / "d.sqlite")])  # fmt: skip
     assert rc == 0
     config = seen["config"]
-    assert config.port == 8123 and config.host == "127.0.0.1" and config.limit_concurrency == 128
+    assert config.port == port and config.host == "127.0.0.1" and config.limit_concurrency == 128
     settings = config.app.state.settings
     assert (settings.max_images, settings.queue_size, settings.max_file_bytes) == (3, 9, 1 << 19)
     assert settings.api_key == "k3y"
@@ -141,7 +150,7 @@ def test_serve_refuses_an_empty_api_key_file(
     import uvicorn
 
     started = []
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: started.append(self))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: started.append(self))
     monkeypatch.delenv("MGHFT_API_KEY", raising=False)
     key = tmp_path / "key.txt"
     key.write_text("\n", encoding="utf-8")  # e.g. a secret that was not mounted
@@ -151,3 +160,130 @@ def test_serve_refuses_an_empty_api_key_file(
     rc = main(["serve", "--model", str(checkpoint), "--api-key-file", str(tmp_path / "absent.txt")])
     assert rc == 2 and not started
     assert "absent.txt" in capsys.readouterr().err
+
+
+def test_predict_csv_escapes_formulas_and_overlays_stay_in_their_folder(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mghft.interpret import Description, DescriptionStore, image_sha256
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    names = ['=HYPERLINK("evil.example?x","open").png', "@SUM(1+1).png", "ok.png", "x" * 240 + ".png"]
+    for i, name in enumerate(names):
+        sticker(i).save(inputs / name)
+    store_path = tmp_path / "views.sqlite"
+    with DescriptionStore(store_path) as store:  # a model server's answer is untrusted text too
+        views = {v: "=cmd|'/c calc'!A1" if v == "style" else f"{v} text" for v in VIEWS}
+        store.put(Description(image_sha256=image_sha256(inputs / "ok.png"), views=views, backend="test"))
+    outside = tmp_path / "outside.png"
+    explain = tmp_path / "explain"
+    explain.mkdir()
+    (explain / "000002_ok.png").symlink_to(outside)  # a link planted where an overlay goes
+    monkeypatch.chdir(inputs)  # relative paths: the file name starts the cell
+    out = tmp_path / "labels.csv"
+    args = ["predict", ".", "--model", str(checkpoint), "--out", str(out), "--explain", str(explain),
+            "--store", str(store_path), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert sorted(r["path"] for r in rows) == sorted(
+        ['\'=HYPERLINK("evil.example?x","open").png', "'@SUM(1+1).png", "ok.png", "x" * 240 + ".png"]
+    )
+    ok = next(r for r in rows if r["path"] == "ok.png")
+    assert ok["view_style"] == "The sticker's style: =cmd|'/c calc'!A1"  # not a formula: the prefix comes first
+    for r in rows:
+        for cell in r.values():
+            assert not cell.startswith(("=", "@", "+", "-", "\t", "\r")), cell
+        overlay = Path(r["overlay"])
+        assert overlay.parent == explain and not overlay.is_symlink() and overlay.is_file()
+        assert len(overlay.name) <= 100
+    assert not outside.exists()  # the planted link was replaced, not followed
+    # JSONL keeps the exact values
+    jl = tmp_path / "labels.jsonl"
+    assert main(["predict", ".", "--model", str(checkpoint), "--out", str(jl), "--no-progress"]) == 0
+    assert {json.loads(line)["path"] for line in jl.read_text(encoding="utf-8").splitlines()} == set(names)
+
+
+def test_overlay_names_never_leave_the_folder(tmp_path: Path) -> None:
+    from mghft.serve.cli import csv_cell, overlay_path
+
+    for name in ["../../etc/passwd", "..\\..\\win.png", "/abs/x.png", "a\nb.png", ".hidden.png", "..", "", "é😀.png"]:
+        p = overlay_path(tmp_path, 7, name)
+        assert p.parent == tmp_path and p.name.startswith("000007_") and p.suffix == ".png", name
+        assert "\n" not in p.name and "/" not in p.name[7:]
+    assert overlay_path(tmp_path, 1, "a/b/happy cat.gif").name == "000001_happy_cat.png"
+    assert csv_cell("-2+3") == "'-2+3" and csv_cell("\tx") == "'\tx" and csv_cell("fine") == "fine"
+    assert csv_cell(-0.5) == -0.5  # numbers are not text
+
+
+def _serve_args(checkpoint: Path, *extra: str) -> list[str]:
+    return ["serve", "--model", str(checkpoint), *extra]
+
+
+def _usage_error(capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
+    """The one-line error of a mistaken ``serve`` call, whether the CLI prints it or raises it."""
+    from mghft.errors import UsageError
+
+    try:
+        rc = main(args)
+    except UsageError as e:
+        return f"error: {e}\nhint: {e.hint}"
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    return err
+
+
+def test_serve_names_the_flags_of_an_impossible_queue(checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _usage_error(capsys, _serve_args(checkpoint, "--queue-size", "8"))
+    assert "--max-images (32) exceeds --queue-size (8)" in err and "ServeSettings" not in err
+    assert "raise --queue-size to at least 32" in err
+    err = _usage_error(capsys, _serve_args(checkpoint, "--header-timeout", "0"))
+    assert "--header-timeout must be positive" in err
+
+
+def test_serve_on_a_taken_port_is_one_error_line(checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = _usage_error(capsys, _serve_args(checkpoint, "--port", str(port)))
+    assert f"port {port} on 127.0.0.1 is taken" in err and "--port" in err and "Errno" not in err
+
+
+def test_serve_prints_its_url_once_it_listens(checkpoint: Path, tmp_path: Path) -> None:
+    """A real ``mghft serve`` process: the moment it prints its URL, that URL answers."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import threading
+
+    import httpx
+
+    import mghft
+
+    env = {**os.environ, "PYTHONPATH": str(Path(mghft.__file__).parents[1]), "MGHFT_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mghft", *_serve_args(checkpoint, "--port", "0", "--device", "cpu")],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    timer = threading.Timer(120, proc.kill)  # the test ends by itself whatever happens
+    timer.start()
+    try:
+        url = None
+        for line in proc.stderr:  # type: ignore[union-attr]
+            m = re.search(r"serving \S+ on (http://127\.0\.0\.1:(\d+))", line)
+            if m:
+                url = m.group(1)
+                assert int(m.group(2)) > 0  # the real port, not the 0 asked for
+                r = httpx.get(url + "/readyz", timeout=10)  # right away: no retry
+                assert r.status_code == 200 and r.json()["ready"] is True
+                assert "answering Host names localhost, 127.0.0.1, ::1" in line
+                break
+        assert url is not None, "no URL printed"
+    finally:
+        timer.cancel()
+        proc.terminate()
+        proc.wait(30)

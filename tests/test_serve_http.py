@@ -260,15 +260,24 @@ def test_a_full_queue_answers_503_and_recovers(predictor: Predictor) -> None:
         assert post(1).status_code == 200  # serving again
 
 
-def test_interpreter_failures_are_502_naming_the_image(predictor: Predictor) -> None:
+def test_interpreter_failures_are_502_naming_the_image_not_the_upstream(
+    predictor: Predictor, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream = "server said 500: bad key sk-live-123 for http://gw.internal:9000/v1?token=t0k3n (/srv/app/x.py)"
+
     class Failing:
         def describe(self, data: bytes) -> object:
-            raise RuntimeError("server said 500")
+            raise RuntimeError(upstream)
 
     p = Predictor(predictor.model, class_names=CLASSES, preprocess=predictor.preprocess, interpreter=Failing())
-    with BackgroundServer(create_app(p, ServeSettings())) as srv:
+    with BackgroundServer(create_app(p, ServeSettings())) as srv, caplog.at_level("WARNING", "mghft.serve"):
         r = httpx.post(f"{srv.url}/v1/predict", files=_files(png_bytes(sticker(1)), names=["x.png"]), timeout=30)
-        assert r.status_code == 502 and "x.png" in r.json()["detail"] and "server said 500" in r.json()["detail"]
+        detail = r.json()["detail"]
+        assert r.status_code == 502 and "x.png" in detail and "interpreter failed" in detail
+        for secret in ("server said", "sk-live", "t0k3n", "gw.internal", "/srv/app"):  # upstream text stays out
+            assert secret not in r.text
+        ref = detail.split("reference ")[1][:8]
+        assert any(ref in rec.getMessage() and "server said 500" in rec.getMessage() for rec in caplog.records)
         # given views need no interpreter
         r = httpx.post(f"{srv.url}/v1/predict", json={"images": [{"data": _b64(png_bytes(sticker(1))),
                        "description": DESCRIPTION}]}, timeout=30)  # fmt: skip

@@ -63,7 +63,7 @@ def test_upload_shows_emotion_bars_views_and_heatmap(page: object, predictor: Pr
     sticker(11, (160, 140)).save(path)
     want = predictor.predict([path])[0]
     page.set_input_files("#file", str(path))
-    page.wait_for_function("document.getElementById('label').textContent.length > 0")
+    page.wait_for_selector("#label:not(:empty)")  # a selector, not a script: the page's CSP forbids eval
     assert page.text_content("#label") == want.label
     assert page.text_content("#confidence") == f"{100 * want.confidence:.1f}%"
     bars = page.eval_on_selector_all("#probs li", "els => els.map(e => e.dataset.class)")
@@ -85,7 +85,7 @@ def test_written_views_and_errors_reach_the_page(page: object, predictor: Predic
     page.fill("textarea[data-view='style']", "flat cartoon, pastel colours")
     page.evaluate("document.getElementById('label').textContent = ''")
     page.set_input_files("#file", str(path))
-    page.wait_for_function("document.getElementById('label').textContent.length > 0")
+    page.wait_for_selector("#label:not(:empty)")  # a selector, not a script: the page's CSP forbids eval
     want = predictor.predict([path], [{"style": "flat cartoon, pastel colours"}])[0]
     assert page.text_content("#label") == want.label
     assert page.text_content("#views li[data-view='style']").endswith("flat cartoon, pastel colours")
@@ -93,7 +93,7 @@ def test_written_views_and_errors_reach_the_page(page: object, predictor: Predic
     bad = tmp_path / "notes.png"
     bad.write_text("not a picture", encoding="utf-8")
     page.set_input_files("#file", str(bad))
-    page.wait_for_function("document.getElementById('status').className === 'error'")
+    page.wait_for_selector("#status.error")
     assert "Error 422" in page.text_content("#status") and "notes.png" in page.text_content("#status")
 
 
@@ -104,3 +104,30 @@ _CANVAS_SUM = """() => {
   for (let i = 0; i < d.length; i += 4) { red += d[i] - d[i + 2]; alpha += d[i + 3]; }
   return { red, alpha };
 }"""
+
+
+def test_the_api_link_works_offline(page: object, server: BackgroundServer) -> None:
+    """The page's "API" link opens Swagger UI from the service's own files: every other origin is cut off."""
+    outside: list[str] = []
+    docs = page.context.browser.new_page()  # type: ignore[attr-defined]
+    try:
+
+        def offline(route: object) -> None:
+            url = route.request.url  # type: ignore[attr-defined]
+            if url.startswith(server.url):
+                route.continue_()  # type: ignore[attr-defined]
+            else:
+                outside.append(url)
+                route.abort()  # type: ignore[attr-defined]
+
+        docs.set_default_timeout(30_000)
+        docs.route("**/*", offline)
+        docs.goto(server.url + "/")
+        docs.click("footer a:text('API')")
+        docs.wait_for_selector(".swagger-ui .info .title")
+        assert "mghft sticker emotion service" in docs.text_content(".swagger-ui .info .title")
+        docs.wait_for_selector(".opblock-post")
+        assert "/v1/predict" in docs.text_content(".swagger-ui")
+    finally:
+        docs.close()
+    assert outside == []

@@ -6,12 +6,15 @@ Endpoints:
   JSON field) or ``application/json`` (base64 images); ``?explain=false`` leaves out the explanation.
 * ``GET /v1/model``: classes, views, preprocessing size, interpreter, the checkpoint's metrics.
 * ``GET /healthz`` (the process is up), ``GET /readyz`` (the model is loaded and the queue takes work).
-* ``GET /`` the web page, ``/static/*`` its files, ``/openapi.json`` and ``/docs`` the API description.
+* ``GET /`` the web page, ``/static/*`` its files, ``/openapi.json`` and ``/docs`` the API description (its
+  browser served from locally installed files, never a CDN).
 
 Every limit answers a 4xx that says which limit and by how much: 413 for the request body, a file, an image's
-pixel count or the number of images; 415 for another content type; 400 for a malformed body; 422 for a part that
-is not an image or a description of the wrong shape; 401 for a missing or wrong API key. A full queue answers
-503 with ``Retry-After``.
+pixel count or the number of images; 415 for another content type; 400 for a malformed body or a Host name that
+is not allowed; 408 for a request not received in time; 422 for a part that is not an image, a description of
+the wrong shape or a view text over the limit; 401 for a missing or wrong API key. A full queue answers 503 with
+``Retry-After``. A 5xx body never carries internal details (paths, upstream answers, URLs): those go to the
+server's log under the reference the body names. ``docs/security.md`` describes the threat model and the limits.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
+import logging
 import os
 import secrets
 import threading
@@ -33,17 +38,23 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from mghft.data.images import ImageLoadError, ImageTooLargeError
 from mghft.serve.batcher import Batcher, QueueFull
-from mghft.serve.predictor import LoadedImage, Predictor
+from mghft.serve.guard import LOOPBACK_HOSTS, HostAllowlist, InternalErrors, SecurityHeaders, allowed_host_names
+from mghft.serve.multipart import MultipartError, parse_multipart
+from mghft.serve.predictor import MAX_VIEW_CHARS, LoadedImage, Predictor, ViewTextTooLong
 
 STATIC_DIR = Path(__file__).parent / "static"
 API_KEY_ENV = "MGHFT_API_KEY"
+DESCRIPTION_FIELDS = ("descriptions", "description")
+"""Multipart fields holding view texts; every other part is an image."""
+
+log = logging.getLogger("mghft.serve")
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,12 @@ class ServeSettings:
         decode_workers: images decoded at the same time (bounds the memory of decoded pixels).
         timeout_s: longest wait for a result before 504.
         api_key: when set, ``/v1/predict`` needs it in ``X-API-Key`` or ``Authorization: Bearer``.
+        max_view_chars: longest view text, characters (422 beyond it, before anything is tokenised).
+        allowed_hosts: Host names answered (``*``: any); others get 400, against DNS rebinding.
+        header_timeout_s: seconds a client has to send a request's headers (then 408 and the connection closes).
+        body_timeout_s: seconds a client has to send a request's body once its headers are in.
+        max_connections: concurrent connections (uvicorn answers 503 beyond them).
+        max_connections_per_client: connections one client address may hold (0: no limit, e.g. behind a proxy).
     """
 
     max_file_bytes: int = 8 << 20
@@ -73,11 +90,25 @@ class ServeSettings:
     decode_workers: int = 4
     timeout_s: float = 120.0
     api_key: str | None = None
+    max_view_chars: int = MAX_VIEW_CHARS
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    max_connections: int = 128
+    max_connections_per_client: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("max_file_bytes", "max_request_bytes", "max_pixels", "max_images", "batch_size", "queue_size"):
+        positive = ("max_file_bytes", "max_request_bytes", "max_pixels", "max_images", "batch_size", "queue_size")
+        for name in (*positive, "max_view_chars", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServeSettings.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("header_timeout_s", "body_timeout_s", "timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ServeSettings.{name} must be positive, got {getattr(self, name)}")
+        if self.max_connections_per_client < 0:
+            raise ValueError("ServeSettings.max_connections_per_client must be at least 0 (0: no limit)")
+        if not self.allowed_hosts:
+            raise ValueError("ServeSettings.allowed_hosts is empty: no request could be answered ('*' allows any)")
         if self.max_images > self.queue_size:
             raise ValueError(f"ServeSettings.max_images ({self.max_images}) exceeds queue_size ({self.queue_size})")
 
@@ -88,6 +119,7 @@ class ServeSettings:
             "max_request_bytes": self.max_request_bytes,
             "max_pixels": self.max_pixels,
             "max_images": self.max_images,
+            "max_view_chars": self.max_view_chars,
             "api_key_required": bool(self.api_key),
         }
 
@@ -167,7 +199,8 @@ def _http(status: int, message: str, headers: dict[str, str] | None = None) -> H
     return HTTPException(status_code=status, detail=message, headers=headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The whole body, at most ``limit`` bytes, received within ``timeout`` seconds (413, 408 otherwise)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -176,13 +209,22 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise _http(400, f"invalid Content-Length header {declared!r}") from None
         if size > limit:
             raise _http(413, f"request body of {size} bytes exceeds the limit of {limit} bytes")
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise _http(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    async def receive() -> bytes:
+        chunks, total = [], 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise _http(413, f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(receive(), timeout)
+    except asyncio.TimeoutError:
+        raise _http(408, f"the request's body did not arrive within {timeout:g} s", {"Connection": "close"}) from None
+    except ClientDisconnect:
+        raise _http(400, "the client closed the connection before sending the whole body") from None
 
 
 def _decode_base64(text: str, where: str) -> bytes:
@@ -213,35 +255,31 @@ def _parse_json(body: bytes) -> tuple[list[_Upload], bool | None]:
     return uploads, req.explain
 
 
-async def _parse_multipart(request: Request, body: bytes, settings: ServeSettings) -> list[_Upload]:
-    sent = False
-
-    async def replay() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
+def _parse_multipart(request: Request, body: bytes, settings: ServeSettings) -> list[_Upload]:
+    """Every part is an image or the ``descriptions`` field; a part without a plain file name is still an image
+    (named by its ``filename*``, else ``<field> #<part>``), never silently dropped."""
     try:
-        form = await Request(request.scope, replay).form(
-            max_files=settings.max_images + 1, max_fields=16, max_part_size=1 << 20
+        parts = parse_multipart(
+            body,
+            request.headers.get("content-type", ""),
+            max_parts=settings.max_images + len(DESCRIPTION_FIELDS) + 1,
+            max_part_bytes=max(settings.max_file_bytes, 1 << 20),
         )
-    except StarletteHTTPException as e:
-        status = e.status_code if 400 <= e.status_code < 500 else 400
-        raise _http(status, f"malformed multipart body: {e.detail}") from None
-    except Exception as e:
-        raise _http(400, f"malformed multipart body: {e}") from None
+    except MultipartError as e:
+        raise _http(e.status, f"{'malformed multipart' if e.status == 400 else 'multipart'} body: {e}") from None
     uploads: list[_Upload] = []
     descriptions: Any = None
-    for key, value in form.multi_items():
-        if isinstance(value, str):
-            if key in ("descriptions", "description"):
-                descriptions = _parse_descriptions_field(key, value)
+    for part in parts:
+        if part.field in DESCRIPTION_FIELDS:
+            if descriptions is not None:
+                raise _http(400, f"part {part.index}: a second '{part.field}' field; send one list for all files")
+            try:
+                text = part.data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _http(400, f"part {part.index} ('{part.field}') is not UTF-8 text") from None
+            descriptions = _parse_descriptions_field(part.field, text)
             continue
-        data = await value.read()
-        uploads.append(_Upload(value.filename or f"image {len(uploads)}", data))
-    await form.close()
+        uploads.append(_Upload(part.filename or f"{part.field} #{part.index}", part.data))
     if descriptions is not None:
         if len(descriptions) != len(uploads):
             raise _http(422, f"'descriptions' has {len(descriptions)} entries for {len(uploads)} files")
@@ -289,6 +327,7 @@ def _check_api_key(request: Request, key: str | None) -> None:
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
     """The service around ``predictor`` (its batch worker starts and stops with the app)."""
     settings = settings or ServeSettings(api_key=os.environ.get(API_KEY_ENV) or None)
+    predictor.max_view_chars = settings.max_view_chars
     batcher = Batcher(
         lambda ims, texts, sources, explain: predictor.run(ims, texts, sources, explain=explain),
         batch_size=settings.batch_size,
@@ -315,7 +354,12 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         description="Predict the emotion of stickers with MGHFT, and see why: the image regions Local "
         "Re-Attention picked and the weight of each description view.",
         lifespan=lifespan,
+        docs_url=None,  # served below from local files, not a CDN
+        redoc_url=None,
     )
+    app.add_middleware(InternalErrors)  # inside: the Host check answers first
+    app.add_middleware(HostAllowlist, allowed=allowed_host_names(settings.allowed_hosts))
+    app.add_middleware(SecurityHeaders)
     app.state.predictor = predictor
     app.state.batcher = batcher
     app.state.settings = settings
@@ -348,15 +392,29 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             except ImageLoadError as e:
                 raise _http(422, f"{where}: {e.reason}") from None
 
+    def _check_texts(up: _Upload, index: int) -> None:
+        """A given view text over the limit is refused before any image is decoded or text tokenised."""
+        try:
+            predictor.check_view_lengths(up.description)
+        except ViewTextTooLong as e:
+            raise _http(422, f"image {index} ({up.name}): {e}; the limit is --max-view-chars") from None
+
     def _views(im: LoadedImage, up: _Upload, index: int) -> tuple[list[str | None], str]:
+        where = f"image {index} ({up.name})"
         try:
             views, source = predictor.resolve_views(im, up.description)
         except HTTPException:
             raise
-        except ValueError as e:  # a description of the wrong shape (unknown view, text without sections)
-            raise _http(422, f"image {index} ({up.name}): {e}") from None
-        except Exception as e:  # the interpreter failed for this image
-            raise _http(502, f"image {index} ({up.name}): the interpreter failed: {e}") from None
+        except ValueError as e:
+            if up.description is not None:  # a description of the wrong shape (unknown view, no sections)
+                raise _http(422, f"{where}: {e}") from None
+            ref = secrets.token_hex(4)  # an interpreter's answer that cannot be used (e.g. a view text too long)
+            log.warning("interpreter answer refused %s for %s: %s", ref, where, e)
+            raise _http(502, f"{where}: the interpreter's answer was refused (reference {ref})") from None
+        except Exception as e:  # the interpreter failed: its error text stays in the log (it may hold URLs)
+            ref = secrets.token_hex(4)
+            log.warning("interpreter failure %s for %s: %s: %s", ref, where, type(e).__name__, e)
+            raise _http(502, f"{where}: the interpreter failed (reference {ref}, in the service's log)") from None
         if any(views) and predictor.model.text_encoder is None:  # caught here, it cannot fail a shared batch
             raise _http(
                 422,
@@ -366,6 +424,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         return views, source
 
     def _prepare(uploads: list[_Upload]) -> tuple[list[LoadedImage], list[list[str | None]], list[str]]:
+        for i, up in enumerate(uploads):
+            _check_texts(up, i)
         loaded = [_decode(up, i) for i, up in enumerate(uploads)]
         resolved = [_views(im, up, i) for i, (im, up) in enumerate(zip(loaded, uploads, strict=True))]
         return loaded, [r[0] for r in resolved], [r[1] for r in resolved]
@@ -378,10 +438,13 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         responses={
             400: {"description": "malformed body"},
             401: {"description": "missing or wrong API key"},
+            408: {"description": "the request was not received within the service's deadlines"},
             413: {"description": "a size limit was exceeded (body, file, pixels, number of images)"},
             415: {"description": "content type is neither multipart/form-data nor application/json"},
-            422: {"description": "a part is not an image, or a description has the wrong shape"},
+            422: {"description": "a part is not an image, a description of the wrong shape, a view text too long"},
+            502: {"description": "the interpreter failed for an image (details in the service's log)"},
             503: {"description": "the queue is full or the model is not ready; retry later"},
+            504: {"description": "no result within the service's per-request timeout"},
         },
         openapi_extra={
             "requestBody": {
@@ -402,13 +465,13 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in ("multipart/form-data", "application/json"):
             raise _http(415, f"content type {ctype or '(none)'!r}: send multipart/form-data or application/json")
-        body = await _read_body(request, settings.max_request_bytes)
+        body = await _read_body(request, settings.max_request_bytes, settings.body_timeout_s)
         if ctype == "application/json":
             uploads, body_explain = _parse_json(body)
             if body_explain is not None:
                 explain = body_explain
         else:
-            uploads = await _parse_multipart(request, body, settings)
+            uploads = _parse_multipart(request, body, settings)
         del body
         if not uploads:
             raise _http(400, "no images in the request")
@@ -430,11 +493,19 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             {"model": predictor.name, "predictions": [p.to_dict(explain=explain) for p in preds]},
         )
 
+    page_policy = (
+        "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'self'"
+    )
+
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+        return FileResponse(
+            STATIC_DIR / "index.html", media_type="text/html", headers={"Content-Security-Policy": page_policy}
+        )
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _add_api_docs(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -448,6 +519,60 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+SWAGGER_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")
+"""Swagger UI's files, from the installed ``fastapi-offline`` package (pinned), served under ``/docs/assets/``."""
+
+
+def swagger_dir() -> Path:
+    """The folder of the locally installed Swagger UI files."""
+    import fastapi_offline
+
+    return Path(fastapi_offline.__file__).parent / "static"
+
+
+def _sri(path: Path) -> str:
+    return "sha384-" + base64.b64encode(hashlib.sha384(path.read_bytes()).digest()).decode()
+
+
+def _add_api_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from local files, each pinned by its hash (subresource integrity), under a content
+    security policy that lets the page load nothing from another origin."""
+    assets = swagger_dir()
+    js, css = assets / "swagger-ui-bundle.js", assets / "swagger-ui.css"
+    page = _DOCS_PAGE.format(title=app.title, js_sri=_sri(js), css_sri=_sri(css))
+    policy = (
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff"})
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> FileResponse:
+        if name not in SWAGGER_FILES:
+            raise _http(404, "Not Found")
+        return FileResponse(assets / name, headers={"Cache-Control": "public, max-age=86400"})
+
+
+_DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>{title} - API</title>
+  <link rel="icon" href="/docs/assets/favicon.png">
+  <link rel="stylesheet" href="/docs/assets/swagger-ui.css" integrity="{css_sri}">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/assets/swagger-ui-bundle.js" integrity="{js_sri}"></script>
+  <script src="/static/docs.js"></script>
+</body>
+</html>
+"""
 
 
 def _warm_up(predictor: Predictor) -> None:
@@ -469,15 +594,23 @@ def _version() -> str:
 # running it
 
 
-def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, max_connections: int = 128) -> Any:
-    """A uvicorn config for the app: beyond ``max_connections`` concurrent connections uvicorn answers 503."""
+def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, max_connections: int | None = None) -> Any:
+    """A uvicorn config for the app with the connection guard of its :class:`ServeSettings`: header and body
+    deadlines and a per-client connection cap (:mod:`mghft.serve.guard`); beyond ``max_connections`` concurrent
+    connections (default: the settings') uvicorn answers 503."""
     import uvicorn
 
+    from mghft.serve.guard import ConnectionGuard, guarded_protocol
+
+    settings: ServeSettings = getattr(app.state, "settings", None) or ServeSettings()
+    guard = ConnectionGuard(settings.header_timeout_s, settings.body_timeout_s, settings.max_connections_per_client)
+    app.state.guard = guard
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        limit_concurrency=max_connections,
+        http=guarded_protocol(guard),
+        limit_concurrency=max_connections or settings.max_connections,
         timeout_keep_alive=5,
         log_level="warning",
         access_log=False,
@@ -490,7 +623,9 @@ class BackgroundServer:
     Use as a context manager; port 0 picks a free port.
     """
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, max_connections: int = 128) -> None:
+    def __init__(
+        self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, max_connections: int | None = None
+    ) -> None:
         import uvicorn
 
         self.server = uvicorn.Server(uvicorn_config(app, host, port, max_connections))

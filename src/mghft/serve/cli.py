@@ -91,7 +91,18 @@ def register(sub: Any) -> None:
     s.add_argument("--max-file-mb", type=float, default=8.0, help="largest image file, MiB")
     s.add_argument("--max-request-mb", type=float, default=40.0, help="largest request body, MiB")
     s.add_argument("--max-pixels", type=int, default=4096 * 4096, help="largest image, width x height")
-    s.add_argument("--max-connections", type=int, default=128, help="concurrent connections; beyond: 503")
+    s.add_argument("--max-connections", type=int, default=128,
+                   help="concurrent connections; at the limit a new one closes the one waiting longest for its "
+                   "headers, else 503")  # fmt: skip
+    s.add_argument("--max-connections-per-client", type=int, default=16,
+                   help="connections one client address may hold (0: no limit; behind a reverse proxy every "
+                   "client has the proxy's address)")  # fmt: skip
+    s.add_argument("--header-timeout", type=float, default=10.0, help="seconds to send a request's headers; then 408")
+    s.add_argument("--body-timeout", type=float, default=60.0, help="seconds to send a request's body; then 408")
+    s.add_argument("--max-view-chars", type=int, default=4000, help="longest view text, characters; beyond: 422")
+    s.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a Host name the service answers (repeatable; '*' for any); default: localhost, "
+                   "127.0.0.1, ::1 and the --host address, against DNS rebinding")  # fmt: skip
     s.add_argument("--api-key-file", type=Path,
                    help="require this key (file content) in X-API-Key; default: $MGHFT_API_KEY, else none")  # fmt: skip
     _add_interpreter_args(s)
@@ -153,6 +164,55 @@ class _StoreOnly:
 
     def close(self) -> None:
         self.store.close()
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+"""First characters that make a spreadsheet read a cell as a formula (fullwidth forms included)."""
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` safe for a spreadsheet: a string that a spreadsheet would read as a formula (``=HYPERLINK(...)``
+    as a file name, a view text from a model server) gets a leading ``'``; numbers are left as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+OVERLAY_STEM_CHARS = 80
+"""Longest part of an input's name kept in its overlay's file name."""
+
+
+def overlay_path(folder: Path, index: int, name: str) -> Path:
+    """Where the overlay of input number ``index`` named ``name`` goes: always a file directly in ``folder``.
+
+    The name keeps only letters, digits, ``.``, ``_`` and ``-`` of the input's stem (at most
+    :data:`OVERLAY_STEM_CHARS`), behind the index, so no input name can reach another folder, make a hidden file or
+    exceed a file system's name length.
+
+    Raises:
+        ValueError: the result would not lie in ``folder`` (cannot happen by construction; checked anyway).
+    """
+    import re
+
+    stem = re.sub(r"[^\w.-]+", "_", Path(name.replace("\\", "/")).stem, flags=re.ASCII).strip("._")
+    target = folder / f"{index:06d}_{stem[:OVERLAY_STEM_CHARS] or 'image'}.png"
+    if target.parent.resolve() != folder.resolve():
+        raise ValueError(f"overlay name {target.name!r} leaves {folder}")
+    return target
+
+
+def _save_overlay(image: Any, target: Path) -> None:
+    """Write the PNG next to ``target`` and move it into place: an existing link there is replaced, not followed."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".overlay-", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            image.save(fh, format="PNG")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _row(pred: Any, classes: list[str], overlay: str) -> dict[str, Any]:
@@ -268,8 +328,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 for k, (loaded, pred) in enumerate(zip(good, preds, strict=True)):
                     overlay = ""
                     if explain_dir is not None and pred.explanation is not None and loaded.image is not None:
-                        target = explain_dir / f"{start + k:06d}_{Path(pred.name).stem}.png"
-                        heatmap_overlay(loaded.image, pred.explanation).save(target)
+                        target = overlay_path(explain_dir, start + k, pred.name)
+                        _save_overlay(heatmap_overlay(loaded.image, pred.explanation), target)
                         overlay = str(target)
                     if writer is not None:
                         writer.write(pred, overlay)
@@ -337,7 +397,7 @@ class _Writer:
 
     def write(self, pred: Any, overlay: str) -> None:
         if self.csv is not None:
-            self.csv.writerow(_row(pred, self.classes, overlay))
+            self.csv.writerow({k: csv_cell(v) for k, v in _row(pred, self.classes, overlay).items()})
         else:
             d = pred.to_dict(explain=True)
             d["path"] = d.pop("name")
@@ -354,10 +414,48 @@ class _Writer:
 # serve
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def _serve_settings(args: argparse.Namespace, key: str | None) -> Any:
+    """The service's settings from the flags; a combination that cannot work names the flags to change."""
+    from mghft.errors import UsageError
+    from mghft.serve.app import ServeSettings
+    from mghft.serve.guard import LOOPBACK_HOSTS, allowed_host_names
 
-    from mghft.serve.app import API_KEY_ENV, ServeSettings, create_app, uvicorn_config
+    positive = ("batch_size", "queue_size", "max_images", "max_pixels", "max_connections", "max_view_chars")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for name in ("max_file_mb", "max_request_mb", "header_timeout", "body_timeout"):
+        if not getattr(args, name) > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.max_connections_per_client < 0:
+        raise UsageError("--max-connections-per-client must be at least 0 (0: no limit)")
+    if args.max_images > args.queue_size:
+        raise UsageError(
+            f"--max-images ({args.max_images}) exceeds --queue-size ({args.queue_size}): a request with the most "
+            "images allowed could never fit in the queue",
+            hint=f"raise --queue-size to at least {args.max_images}, or lower --max-images to {args.queue_size}",
+        )
+    return ServeSettings(
+        max_file_bytes=int(args.max_file_mb * (1 << 20)),
+        max_request_bytes=int(args.max_request_mb * (1 << 20)),
+        max_pixels=args.max_pixels,
+        max_images=args.max_images,
+        batch_size=args.batch_size,
+        batch_wait_ms=args.batch_wait_ms,
+        queue_size=args.queue_size,
+        api_key=key,
+        max_view_chars=args.max_view_chars,
+        allowed_hosts=allowed_host_names(args.allowed_host or LOOPBACK_HOSTS, args.host),
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_connections=args.max_connections,
+        max_connections_per_client=args.max_connections_per_client,
+    )
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from mghft.serve.app import API_KEY_ENV, create_app, uvicorn_config
+    from mghft.serve.guard import bind_socket
     from mghft.serve.predictor import load_predictor
 
     try:
@@ -369,23 +467,65 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"error: the API key file {args.api_key_file} is empty", file=sys.stderr)
         return 2
     key = key or os.environ.get(API_KEY_ENV) or None
-    settings = ServeSettings(
-        max_file_bytes=int(args.max_file_mb * (1 << 20)),
-        max_request_bytes=int(args.max_request_mb * (1 << 20)),
-        max_pixels=args.max_pixels,
-        max_images=args.max_images,
-        batch_size=args.batch_size,
-        batch_wait_ms=args.batch_wait_ms,
-        queue_size=args.queue_size,
-        api_key=key,
-    )
-    predictor = load_predictor(args.model, device=args.device, max_pixels=args.max_pixels)
-    predictor.interpreter = _build_interpreter(args)
-    app = create_app(predictor, settings)
-    where = f"http://{args.host}:{args.port}"
-    print(f"serving {predictor.name} on {where} (page: {where}/, API: {where}/docs)", file=sys.stderr)
-    uvicorn.Server(uvicorn_config(app, args.host, args.port, args.max_connections)).run()
+    settings = _serve_settings(args, key)
+    _log_to_stderr()
+    sock = bind_socket(args.host, args.port)  # a taken port is an error before the model loads
+    try:
+        predictor = load_predictor(args.model, device=args.device, max_pixels=args.max_pixels)
+        predictor.interpreter = _build_interpreter(args)
+        app = create_app(predictor, settings)
+        server = _server_class()(uvicorn_config(app, args.host, args.port, args.max_connections))
+        server.announce = _announcement(predictor.name, sock, settings.allowed_hosts)
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
+
+
+def _log_to_stderr() -> None:
+    """The service's log (refused interpreter answers, internal errors with their reference) on stderr."""
+    import logging
+
+    logger = logging.getLogger("mghft.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def _announcement(name: str, sock: Any, allowed: tuple[str, ...]) -> str:
+    """The line printed once the socket listens: the page's and the API docs' URLs on the bound port."""
+    import ipaddress
+
+    host, port = sock.getsockname()[:2]
+    try:
+        ip = ipaddress.ip_address(host)
+        shown = "127.0.0.1" if ip.is_unspecified and ip.version == 4 else "[::1]" if ip.is_unspecified else host
+        shown = f"[{shown}]" if ip.version == 6 and not shown.startswith("[") else shown
+    except ValueError:
+        shown = host
+    where = f"http://{shown}:{port}"
+    line = f"serving {name} on {where} (page: {where}/, API: {where}/docs)"
+    if "*" not in allowed:
+        line += f"; answering Host names {', '.join(allowed)} (add others with --allowed-host)"
+    return line
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        """uvicorn's server that prints :attr:`announce` once the socket listens and the model is warm."""
+
+        announce = ""
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and self.announce:
+                print(self.announce, file=sys.stderr, flush=True)
+
+    return AnnouncingServer
 
 
 # ----------------------------------------------------------------------------------------------------------------

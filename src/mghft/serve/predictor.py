@@ -25,7 +25,6 @@ import hashlib
 import io
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -39,10 +38,12 @@ from PIL import Image
 from mghft.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, read_regular_file
 from mghft.data.transforms import Preprocess
 from mghft.emoji import emoji_tags
+from mghft.errors import MghftError
 from mghft.models.mghft import MGHFT
 from mghft.models.text import view_texts
 from mghft.provenance import training_views, view_keep
-from mghft.views import VIEWS
+from mghft.serve.cache import ByteLRU
+from mghft.views import VIEWS, parse_official_text
 
 ImageInput = str | PathLike[str] | bytes | bytearray | memoryview | Image.Image
 """What ``predict`` accepts per image: a path, the file's bytes, a PIL image, or a :class:`LoadedImage`."""
@@ -53,6 +54,32 @@ DescriptionInput = Mapping[str, str] | str | Any | None
 
 HEATMAP_MAX_SIDE = 28
 """The combined heatmap is pooled to at most this many cells a side (the paper model's finest grid is 112)."""
+
+MAX_VIEW_CHARS = 4000
+"""Longest view text read, in characters (the encoders truncate far below this: BERT reads 512 tokens)."""
+
+TEXT_CACHE_BYTES = 64 << 20
+"""Memory budget of the predictor's cache of encoded view texts (text and features), bytes."""
+
+DESCRIPTION_CACHE_BYTES = 16 << 20
+"""Memory budget of the predictor's cache of the interpreter's descriptions, bytes."""
+
+
+class ViewTextTooLong(MghftError, ValueError):
+    """A view text longer than the predictor's ``max_view_chars``; refused before anything is tokenised.
+
+    Attributes:
+        view: the view's name (``description`` for a whole text before it is split).
+        length: its length in characters.
+        limit: the limit in characters.
+    """
+
+    def __init__(self, view: str, length: int, limit: int) -> None:
+        super().__init__(
+            f"the {view} view text has {length} characters, over the limit of {limit}",
+            hint="shorten it; the text encoder reads only its first few hundred tokens",
+        )
+        self.view, self.length, self.limit = view, length, limit
 
 
 @dataclass
@@ -219,6 +246,10 @@ class Predictor:
         max_pixels: largest image accepted (width x height, checked before decoding).
         batch_size: images per forward pass in :meth:`predict`.
         metrics: the checkpoint's evaluation metrics (shown by the service).
+        name: the model's name in predictions and the service (default: the config's).
+        max_view_chars: longest view text accepted, in characters (checked before tokenising; ``None``: any).
+        text_cache_bytes: memory budget of the cache of encoded view texts (least recently used evicted).
+        description_cache_bytes: memory budget of the cache of the interpreter's descriptions.
         temperature: divide the logits by this before the softmax (temperature scaling fitted on val,
             :mod:`mghft.calibration`); 1.0: probabilities as the model gives them (uncalibrated).
         emoji: class -> emoji for :attr:`Prediction.emoji` (default: :data:`mghft.emoji.DEFAULT_EMOJI`, where
@@ -237,6 +268,9 @@ class Predictor:
         batch_size: int = 16,
         metrics: Mapping[str, Any] | None = None,
         name: str = "",
+        max_view_chars: int | None = MAX_VIEW_CHARS,
+        text_cache_bytes: int = TEXT_CACHE_BYTES,
+        description_cache_bytes: int = DESCRIPTION_CACHE_BYTES,
         temperature: float = 1.0,
         emoji: Mapping[str, str] | None = None,
     ) -> None:
@@ -257,11 +291,11 @@ class Predictor:
         self.batch_size = batch_size
         self.metrics = dict(metrics or {})
         self.name = name or model.cfg.name or "mghft"
+        self.max_view_chars = max_view_chars
         self._lock = threading.Lock()  # one forward at a time; torch uses the cores itself
-        self._cache_lock = threading.Lock()  # views are resolved from several request threads
-        self._desc_cache: OrderedDict[str, dict[str, str]] = OrderedDict()
-        self._feat_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._cache_size = 4096
+        # both caches are thread-safe (views are resolved from several request threads) and bounded by bytes
+        self._desc_cache: ByteLRU[str, dict[str, str]] = ByteLRU(description_cache_bytes)
+        self._feat_cache: ByteLRU[str, torch.Tensor] = ByteLRU(text_cache_bytes)
         # The views the model was trained with (its provenance); the others are never fed to it.
         self.view_keep = view_keep(training_views(getattr(model, "checkpoint_meta", None)))
 
@@ -304,15 +338,20 @@ class Predictor:
 
         Asks the interpreter (through a cache keyed by the image hash) when no description is given; may block
         on the network. Raises what the interpreter raises.
+
+        Raises:
+            ViewTextTooLong: a given (or interpreted) view text is longer than ``max_view_chars``; checked before
+                anything is tokenised.
+            ValueError: a description of the wrong shape (unknown view, text without sections).
         """
         identical = self.model.cfg.text.identical_views
         if description is not None:
             views = getattr(description, "views", description)
+            self.check_view_lengths(views)
             return view_texts(views, identical_views=identical), "given"
         if self.interpreter is None:
             return [None] * len(VIEWS), "absent"
-        with self._cache_lock:
-            cached = self._desc_cache.get(image.sha256)
+        cached = self._desc_cache.get(image.sha256)
         if cached is None:
             if image.data is None:
                 raise ValueError(f"{image.name}: loaded without its bytes; load it with this predictor's load()")
@@ -320,35 +359,66 @@ class Predictor:
                 cached = dict(self.interpreter.describe(image.data).views)
             except LookupError:  # a store-only lookup without an entry: run without views
                 return [None] * len(VIEWS), "absent"
-            with self._cache_lock:
-                self._remember(self._desc_cache, image.sha256, cached)
+            self.check_view_lengths(cached)
+            self._desc_cache.put(image.sha256, cached)
         return view_texts(cached, identical_views=identical), "interpreter"
 
-    def _remember(self, cache: OrderedDict, key: str, value: Any) -> None:
-        cache[key] = value
-        cache.move_to_end(key)
-        while len(cache) > self._cache_size:
-            cache.popitem(last=False)
+    def check_view_lengths(self, views: Mapping[str, Any] | str | None) -> None:
+        """Refuse view texts over ``max_view_chars`` (a mapping's values, or the sections of a whole text).
+
+        Raises:
+            ViewTextTooLong: naming the view, its length and the limit.
+        """
+        limit = self.max_view_chars
+        if limit is None or views is None:
+            return
+        if isinstance(views, str):
+            # a whole text: bounded first (four views and their headers), then split into its sections
+            whole = len(VIEWS) * (limit + 64)
+            if len(views) > whole:
+                raise ViewTextTooLong("description", len(views), whole)
+            views = parse_official_text(views)
+        for view, text in views.items():
+            if isinstance(text, str) and len(text) > limit:
+                raise ViewTextTooLong(str(view), len(text), limit)
 
     def _text_features(self, texts: Sequence[Sequence[str | None]]) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(B, V, dim) features and (B, V) mask for per-image view texts, or None when no text at all."""
-        wanted = {t for row in texts for t in row if t}
+        """(B, V, dim) features and (B, V) mask for per-image view texts, or None when no text at all.
+
+        The batch's features are gathered before the cache is touched again, so inserting new texts can never
+        evict a text this batch is about to read.
+        """
+        wanted = list(dict.fromkeys(t for row in texts for t in row if t))
         if not wanted:
             return None
         enc = self.model.text_encoder
         if enc is None:
             raise ValueError("this model was loaded without its text encoder and cannot read view texts")
-        new = [t for t in wanted if t not in self._feat_cache]
+        if self.max_view_chars is not None:  # texts given to run() directly; view_texts() adds a short prefix
+            limit = (self.max_view_chars + 64) * (len(VIEWS) if self.model.cfg.text.identical_views else 1)
+            for row in texts:
+                for view, t in zip(VIEWS, row, strict=True):
+                    if t and len(t) > limit:
+                        raise ViewTextTooLong(view, len(t), limit)
+        found: dict[str, torch.Tensor] = {}
+        new = []
+        for t in wanted:
+            f = self._feat_cache.get(t)
+            if f is None:
+                new.append(t)
+            else:
+                found[t] = f
         if new:
             for t, f in zip(new, enc.encode(new), strict=True):
-                self._remember(self._feat_cache, t, f)
+                found[t] = f
+                self._feat_cache.put(t, f)
         B, V = len(texts), len(VIEWS)
         feats = torch.zeros(B, V, self.model.cfg.text.dim)
         mask = torch.zeros(B, V, dtype=torch.bool)
         for b, row in enumerate(texts):
             for v, t in enumerate(row):
                 if t:
-                    feats[b, v] = self._feat_cache[t]
+                    feats[b, v] = found[t]
                     mask[b, v] = True
         return feats, mask
 
@@ -585,6 +655,7 @@ __all__ = [
     "LoadedImage",
     "Prediction",
     "Predictor",
+    "ViewTextTooLong",
     "build_interpreter",
     "combine_heatmaps",
     "crop_box",
