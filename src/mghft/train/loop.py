@@ -85,6 +85,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(model: nn.Module, weight_decay: float, lr: float) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`, fused (one kernel per step, no per-step temporaries) on CPU and CUDA."""
+    groups = param_groups(model, weight_decay)
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
+
+
 def lr_at(step: int, total: int, warmup: int, peak: float, warmup_lr: float, min_lr: float) -> float:
     """Linear warm-up from ``warmup_lr`` to ``peak`` over ``warmup`` steps, then cosine down to ``min_lr``."""
     if step < warmup:
@@ -355,7 +362,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     )
     global_batch = cfg.batch_size * cfg.accum_steps * info.world
     peak = cfg.lr if cfg.lr is not None else 1e-3 * global_batch / 512
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak)
+    optimizer = make_optimizer(model, cfg.weight_decay, peak)
     steps_per_epoch = math.ceil(len(loaders["train"]) / cfg.accum_steps)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
