@@ -1,9 +1,10 @@
 """Parity check: this project's MGHFT (``compat="official"``) against the public reference code, same weights.
 
 The public code (``model.py``, ``pvt_local_final.py``, ``block.py`` of the paper's repository) imports ``timm``
-and ``pytorch_pretrained_bert``. Neither is needed here: this script writes small stand-ins for what it uses
-(``DropPath``, ``to_2tuple``, ``trunc_normal_``, ``register_model``, ``_cfg`` and a ``BertModel`` stub) into a
-temporary folder and puts it on ``sys.path`` ahead of the checkout. Nothing of the public code is copied.
+and ``pytorch_pretrained_bert``. Neither is needed here: ``public_code.py`` (beside this script) writes small
+stand-ins for what it uses (``DropPath``, ``to_2tuple``, ``trunc_normal_``, ``register_model``, ``_cfg`` and a
+``BertModel`` stub) into a temporary folder and puts it on ``sys.path`` ahead of the checkout. Nothing of the
+public code is copied.
 
 The BERT stub reads no text: token id 0 of each row indexes a fixed table of random 768-d features and every
 hidden layer repeats that row, so the public forward (last-four-layer average, token mean, ``l_proj``) sees
@@ -31,7 +32,6 @@ Exit status 0 when every difference is below ``--tol`` (default 1e-9), 1 otherwi
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import tempfile
 import time
@@ -39,90 +39,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from public_code import PUBLIC_ARGS, check_checkout, import_public
 from torch import nn
 
 import mghft
 from mghft.losses import info_nce, mlce, stage_alignment_loss
-
-STANDINS = {
-    "timm/__init__.py": "",
-    "timm/models/__init__.py": "",
-    "timm/models/layers.py": """
-import collections.abc
-
-from torch import nn
-
-
-class DropPath(nn.Module):
-    def __init__(self, drop_prob=0.0):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x):
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1 - self.drop_prob
-        return x * x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep) / keep
-
-
-def to_2tuple(x):
-    return tuple(x) if isinstance(x, collections.abc.Iterable) else (x, x)
-
-
-def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
-    return nn.init.trunc_normal_(tensor, mean, std, a, b)
-""",
-    "timm/models/registry.py": "def register_model(fn):\n    return fn\n",
-    "timm/models/vision_transformer.py": "def _cfg(url='', **kwargs):\n    return {'url': url, **kwargs}\n",
-    "pytorch_pretrained_bert/__init__.py": "",
-    "pytorch_pretrained_bert/modeling.py": '''
-from torch import nn
-
-
-class BertModel(nn.Module):
-    """Token id 0 of each row indexes ``table``; all 12 layers repeat that row over the sequence."""
-
-    table = None
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("features", BertModel.table.clone(), persistent=False)
-
-    @classmethod
-    def from_pretrained(cls, name, *args, **kwargs):
-        return cls()
-
-    def forward(self, ids, token_type_ids=None, attention_mask=None, **kwargs):
-        h = self.features[ids[:, 0]].unsqueeze(1).expand(-1, ids.shape[1], -1)
-        return [h] * 12, h[:, 0]
-''',
-}
-
-PUBLIC_ARGS = dict(
-    nb_classes=7,
-    drop=0.0,
-    drop_path=0.0,
-    alpha=8,
-    locals=[1, 1, 1, 0],
-    hidden_dim=768,
-    fuse_mlp_dim=3072,
-    fuse_dropout_rate=0.1,
-    fuse_num_heads=12,
-    fuse_attention_dropout_rate=0.0,
-    bert_dim=768,
-    bert_model="bert-base-uncased",
-    tunebert=False,
-)
-
-
-def import_public(official_dir: Path, standins_dir: Path):
-    """The public ``model`` module, imported with the stand-ins first on the path."""
-    for rel, text in STANDINS.items():
-        path = standins_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    sys.path[:0] = [str(standins_dir), str(official_dir)]
-    return importlib.import_module("model"), importlib.import_module("pytorch_pretrained_bert.modeling")
 
 
 @torch.no_grad()
@@ -158,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tol", type=float, default=1e-9)
     args = ap.parse_args(argv)
-    if not (args.official_dir / "model.py").is_file():
-        ap.error(f"{args.official_dir} has no model.py (expected a checkout of the public code)")
+    if why := check_checkout(args.official_dir):
+        ap.error(why)
     torch.set_num_threads(args.threads)
     B, V = args.batch, 4
     gen = torch.Generator().manual_seed(args.seed)

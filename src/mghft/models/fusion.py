@@ -88,6 +88,9 @@ class FusionAttention(nn.Module):
     TGFA in two steps, with the same key and value layers for both modalities:
       1. each visual query attends over the text tokens:  V~ = softmax(Q K_t^T / sqrt(d)) V_t
       2. V~ attends over the visual keys:                  out = softmax(V~ K^T / sqrt(d)) V
+
+    Output row n depends on query row n alone (keys and values come from every token), so ``rows`` computes
+    only the first ``rows`` output rows, exactly: the head of MGHFT reads token 0 alone.
     """
 
     def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0) -> None:
@@ -106,19 +109,24 @@ class FusionAttention(nn.Module):
         return x.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, N, d)
 
     def forward(
-        self, x: Tensor, context: Tensor | None = None, need_weights: bool = False
+        self, x: Tensor, context: Tensor | None = None, need_weights: bool = False, rows: int | None = None
     ) -> tuple[Tensor, Tensor | None]:
-        """x (B, N, D), context (B, T, D) -> (B, N, D) and, if asked, the step-1 text attention (B, h, N, T)."""
+        """x (B, N, D), context (B, T, D) -> (B, R, D) and, if asked, the step-1 text attention (B, h, R, T).
+
+        R is ``rows`` (the first R query rows; at most N) or N when ``rows`` is None.
+        """
         B, N, D = x.shape
-        q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))
+        R = N if rows is None else min(rows, N)
+        q = self._heads(self.q(x[:, :R]))  # (B, h, R, d)
+        k, v = self._heads(self.k(x)), self._heads(self.v(x))  # (B, h, N, d)
         p = self.attn_drop.p if self.training else 0.0
         text_attn = None
         if context is not None:
             kt, vt = self._heads(self.k(context)), self._heads(self.v(context))  # (B, h, T, d)
-            text_attn = (q @ kt.transpose(-2, -1) / self.head_dim**0.5).softmax(dim=-1)  # (B, h, N, T)
-            q = self.attn_drop(text_attn) @ vt  # (B, h, N, d): the text-guided queries
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, h, N, d)
-        out = out.transpose(1, 2).reshape(B, N, D)
+            text_attn = (q @ kt.transpose(-2, -1) / self.head_dim**0.5).softmax(dim=-1)  # (B, h, R, T)
+            q = self.attn_drop(text_attn) @ vt  # (B, h, R, d): the text-guided queries
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, h, R, d)
+        out = out.transpose(1, 2).reshape(B, R, D)
         return self.proj_drop(self.proj(out)), (text_attn if need_weights else None)
 
 
@@ -138,7 +146,12 @@ class FusionMlp(nn.Module):
 
 
 class FusionBlock(nn.Module):
-    """One pre-norm block: LayerNorm on the visual tokens only, TGFA (or self-attention), MLP."""
+    """One pre-norm block: LayerNorm on the visual tokens only, TGFA (or self-attention), MLP.
+
+    ``rows`` computes only the first ``rows`` output tokens (keys and values still come from all of them):
+    the residual, the second LayerNorm and the MLP act on each token alone, so these rows equal the same rows
+    of the full computation, and dropout draws the same independent masks on them.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float, attn_dropout: float) -> None:
         super().__init__()
@@ -148,8 +161,9 @@ class FusionBlock(nn.Module):
         self.mlp = FusionMlp(dim, mlp_dim, dropout)
 
     def forward(
-        self, x: Tensor, context: Tensor | None = None, need_weights: bool = False
+        self, x: Tensor, context: Tensor | None = None, need_weights: bool = False, rows: int | None = None
     ) -> tuple[Tensor, Tensor | None]:
-        y, attn = self.attn(self.norm1(x), context, need_weights)
-        x = x + y
+        """x (B, N, D), context (B, T, D) -> (B, R, D) (R = ``rows`` or N) and the text attention (B, h, R, T)."""
+        y, attn = self.attn(self.norm1(x), context, need_weights, rows)  # (B, R, D)
+        x = x[:, : y.shape[1]] + y
         return x + self.mlp(self.norm2(x)), attn

@@ -7,7 +7,12 @@ Per stage i of a PVT with a CLS token in every stage, with T_i the projected fea
 - the stage alignment loss compares g_i with T_i (see ``mghft.losses``).
 Then G' = G + softmax(G T^T) T over [g4, g3, g2, g1], the visual sequence Z = LayerNorm([G' ; local tokens])
 (B x 996 x 512 for the paper model) and the text sequence [T4..T1, T''4..T''1] (B x 8 x 512) meet in one
-text-guided fusion attention block; token 0 goes to the linear head.
+text-guided fusion attention block; token 0 goes to the linear head. Only that row of the block is computed
+(every token still gives keys and values): the queries, output projection, residual and MLP of the other 995 rows
+reach neither the logits nor an explanation, so they are skipped, with the same result.
+
+Explanations come from token 0 and the backbone: ``view_attention`` is token 0's step-1 attention over the text
+tokens, ``local_patches`` are Local Re-Attention's picks (the CLS row of the rolled-out backbone attention).
 
 The model runs with any subset of views absent (``view_mask``): an absent view is replaced by a learned
 per-view embedding and left out of the alignment loss, so a bare image can be classified.
@@ -183,7 +188,8 @@ class MGHFT(nn.Module):
         hid = self.visual_proj(out["visual_seq"]) + self.fusion_pos_embed  # (B, N, hidden)
         tgfa = self.cfg.fusion.attention == "tgfa"
         ctx = self.text_seq_proj(out["text_seq"]) if tgfa else None  # (B, 8, hidden)
-        fused, text_attn = self.fusion(hid, ctx, need_weights=explain and ctx is not None)
+        # Only token 0 reaches the head (and the view weights): its row alone is computed, exactly.
+        fused, text_attn = self.fusion(hid, ctx, need_weights=explain and ctx is not None, rows=1)  # (B, 1, hidden)
         out["logits"] = self.head(fused[:, 0])
         out["stage_text"] = t
         out["view_mask"] = view_mask

@@ -47,6 +47,35 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+class _GeluLinear(torch.autograd.Function):
+    """``F.linear(F.gelu(h), weight, bias)`` that keeps only ``h`` for the backward pass and recomputes the GELU.
+
+    Same values and gradients as the plain ops; it saves one hidden-size activation per MLP (the GELU output,
+    4-8x the token width), the largest tensors a PVT training step keeps. Under autocast the backward runs in the
+    gradient's dtype and hands back weight gradients in the weight's dtype, as autocast's own cast would.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(h, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(F.gelu(h), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        h, weight = ctx.saved_tensors
+        g_h = g_w = g_b = None
+        flat = grad.reshape(-1, grad.shape[-1])  # (tokens, out)
+        if ctx.needs_input_grad[0]:
+            g_h = torch.ops.aten.gelu_backward((grad @ weight.to(grad.dtype)).to(h.dtype), h)  # (..., hidden)
+        if ctx.needs_input_grad[1]:
+            act = F.gelu(h).reshape(-1, h.shape[-1]).to(grad.dtype)  # (tokens, hidden), recomputed
+            g_w = (flat.t() @ act).to(weight.dtype)  # (out, hidden)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            g_b = flat.sum(0).to(weight.dtype)
+        return g_h, g_w, g_b
+
+
 class Mlp(nn.Module):
     """Transformer MLP; with ``dwconv`` (PVT v2) a 3x3 depthwise conv mixes the patch tokens (not the CLS)."""
 
@@ -70,6 +99,8 @@ class Mlp(nn.Module):
             patches = self.relu(patches).transpose(1, 2).reshape(B, C, H, W)
             patches = self.dwconv(patches).flatten(2).transpose(1, 2)  # (B, H*W, hidden)
             x = torch.cat([cls, patches], dim=1)
+        if torch.is_grad_enabled() and (self.drop.p == 0 or not self.training):
+            return self.drop(_GeluLinear.apply(x, self.fc2.weight, self.fc2.bias))  # keeps x, not GELU(x)
         x = self.drop(self.act(x))
         return self.drop(self.fc2(x))
 

@@ -96,6 +96,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(model: nn.Module, weight_decay: float, lr: float) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`, fused (one kernel per step, no per-step temporaries) on CPU and CUDA."""
+    groups = param_groups(model, weight_decay)
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
+
+
 def lr_at(step: int, total: int, warmup: int, peak: float, warmup_lr: float, min_lr: float) -> float:
     """Linear warm-up from ``warmup_lr`` to ``peak`` over ``warmup``, then cosine down to ``min_lr`` at ``total``.
 
@@ -435,7 +442,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> di
     )
     global_batch = cfg.batch_size * cfg.accum_steps * info.world
     peak = cfg.lr if cfg.lr is not None else 1e-3 * global_batch / 512
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak)
+    optimizer = make_optimizer(model, cfg.weight_decay, peak)
     schedule = training_schedule(cfg, info.world, len(loaders["train"]), len(loaders["train"].sampler))
     run_info = describe_run(cfg, mcfg.to_dict(), info.world, schedule)
     ctx, needs_scaler = _autocast(info.device, cfg.amp)
