@@ -26,6 +26,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mghft.errors import MghftError
+
 DEFAULT_MAX_PIXELS = 50_000_000
 """Default pixel limit (width × height of the canvas): about 7071 × 7071, far above any sticker."""
 
@@ -52,7 +54,7 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
 _ANIMATION_FORMATS = frozenset({"GIF", "PNG", "WEBP"})
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(MghftError, ValueError):
     """An image could not be loaded; the message names the file.
 
     Attributes:

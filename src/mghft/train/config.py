@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import yaml
 
-from mghft.config import ConfigError
+from mghft.config import CONFIG_DOC_HINT, ConfigError
 from mghft.views import VIEWS
 
 DATA_FORMATS = ("ser30k", "metmeme", "manifest", "folder")
@@ -155,7 +155,7 @@ class TrainConfig:
         try:
             return cls.from_dict(apply_overrides(data, overrides or []))
         except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
+            raise ConfigError(f"{path}: {e}", hint=e.hint) from None
 
 
 def load_yaml_with_base(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -163,7 +163,10 @@ def load_yaml_with_base(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, A
     path = path.resolve()
     if path in _seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     base = data.pop("base", None)
@@ -200,6 +203,6 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"{where}{unknown[0]}: unknown field (known: {sorted(names)})")
+        raise ConfigError(f"{where}{unknown[0]}: unknown field (known: {sorted(names)})", hint=CONFIG_DOC_HINT)
     kwargs = {k: tuple(v) if isinstance(v, list) and k != "model_overrides" else v for k, v in data.items()}
     return cls(**kwargs)

@@ -29,16 +29,24 @@ from mghft.train.config import DataConfig
 
 
 def load_splits(
-    cfg: DataConfig, output: Path, log: bool = True, *, create_split: bool = True, report_dir: Path | None = None
+    cfg: DataConfig,
+    output: Path,
+    log: bool = True,
+    *,
+    create_split: bool = True,
+    report_dir: Path | None = None,
+    splits: tuple[str, ...] = ("train", "val", "test"),
 ) -> dict[str, DatasetIndex]:
-    """``{"train", "val", "test"}`` indexes for ``cfg``, validated (bad items stop the run or are skipped).
+    """The ``splits`` indexes for ``cfg`` (all three by default), validated (bad items stop the run or are skipped).
+
+    Only the files of the splits asked for are read (evaluating ``test`` needs no ``train.json``).
 
     Without an official split the run's split file (``data.split_file`` or ``<output>/split.json``) is read, or
     made and written when ``create_split``; with ``log`` skipped items are printed and saved to
     ``<report_dir or output>/skipped.json``.
     """
     if cfg.format == "ser30k":
-        parts = {s: read_ser30k(cfg.root, s, cfg.annotations) for s in ("train", "val", "test")}
+        parts = {s: read_ser30k(cfg.root, s, cfg.annotations) for s in splits}
     else:
         if cfg.format == "metmeme":
             whole = read_metmeme(cfg.root, cfg.language)
@@ -56,11 +64,12 @@ def load_splits(
         else:
             split = stratified_split(whole, cfg.split_fractions, seed=cfg.split_seed, group_by=cfg.group_by)
             split.save(split_path)
-        parts = split.apply(whole)
-    classes = parts["train"].classes
+        parts = {name: part for name, part in split.apply(whole).items() if name in splits}
+    first = "train" if "train" in parts else next(iter(parts))
+    classes = parts[first].classes
     for name, part in parts.items():
         if part.classes != classes:
-            raise ValueError(f"{name} split classes {part.classes} differ from train's {classes}")
+            raise ValueError(f"{name} split classes {part.classes} differ from {first}'s {classes}")
     skipped: dict[str, object] = {}
     for name in list(parts):
         report = validate_index(parts[name], cfg.on_error, cfg.check_images)

@@ -32,7 +32,7 @@ def evaluate_checkpoint(
     model = load_model(model_path, text_encoder=False).to(info.device)
     classes = tuple(model.checkpoint_meta["class_names"])
     # The run's own split file, never a new one; skipped items are reported beside this evaluation.
-    part = load_splits(cfg.data, Path(cfg.output), create_split=False, report_dir=out)[split]
+    part = load_splits(cfg.data, Path(cfg.output), create_split=False, report_dir=out, splits=(split,))[split]
     if part.classes != classes:
         raise ValueError(f"the checkpoint's classes {classes} differ from the dataset's {part.classes}")
     feats = split_text_inputs(cfg, model, {split: part}, info)[split]
