@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from mghft.errors import MghftError, NotFoundError
+from mghft.errors import MghftError, NotFoundError, UsageError
 
 CHECKPOINT_FORMAT = 1
 WEIGHTS_NAME = "model.safetensors"
@@ -250,6 +250,11 @@ def default_preprocess(image_size: int, arch: str = "mghft") -> dict[str, Any]:
 
 def resolve_checkpoint_dir(path_or_repo: str | Path, offline: bool | None = None) -> Path:
     """A local checkpoint folder, or a Hugging Face Hub repo id fetched into the hub cache."""
+    if str(path_or_repo).lower().startswith(("http://", "https://")):
+        raise UsageError(
+            f"{path_or_repo} is a URL; a model is a local checkpoint folder or a Hugging Face Hub repo id",
+            hint="for a Hub model give its id (user/name); otherwise download the folder and give its path",
+        )
     p = Path(path_or_repo)
     if p.exists():
         if not p.is_dir():

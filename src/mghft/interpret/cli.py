@@ -1,7 +1,4 @@
-"""``mghft interpret``, ``mghft descriptions`` and ``mghft zeroshot``: argparse only; work happens in the handlers.
-
-Also runnable as ``python -m mghft.interpret.cli interpret ...`` (the full ``mghft`` command line).
-"""
+"""``mghft interpret``, ``mghft descriptions`` and ``mghft zeroshot``: argparse only; work happens in the handlers."""
 
 from __future__ import annotations
 
@@ -14,13 +11,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mghft.cli_args import local_path
+from mghft.errors import MghftError, NotFoundError, UsageError
+
 _DATASETS = ("folder", "ser30k", "metmeme", "manifest")
+_STORE_HELP = "description store (SQLite file)"
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dataset")
     g.add_argument("--dataset", choices=_DATASETS, help="read a dataset instead of (or besides) PATHs")
-    g.add_argument("--root", type=Path, help="dataset folder (for manifest: the manifest file)")
+    g.add_argument("--root", type=local_path, help="dataset folder (for manifest: the manifest file)")
     g.add_argument("--split", default="train", help="SER30K split: train, val, test or all (default: train)")
     g.add_argument("--language", default="E", help="MET-MEME language: E, C or both (default: E)")
 
@@ -44,7 +45,7 @@ def _add_backend_args(p: argparse.ArgumentParser, *, offline: bool) -> None:
     g.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; negative: server default")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--limit", type=int, help="at most this many images")
-    g.add_argument("-v", "--verbose", action="store_true", help="log each failure")
+    g.add_argument("-v", "--verbose", action="store_true", help="log each failure; on an error, the traceback")
 
 
 def register(subparsers: Any) -> None:
@@ -54,7 +55,8 @@ def register(subparsers: Any) -> None:
         help="write the four view descriptions of images into a description store",
         description="Describe images (files, folders, or a dataset) with a multimodal LLM or the offline backend.",
     )
-    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="image files or folders (searched recursively)")
+    p.add_argument("paths", nargs="*", type=local_path, metavar="PATH",
+                   help="image files or folders (searched recursively)")  # fmt: skip
     p.add_argument("--store", type=Path, required=True, help="description store (SQLite file), created if missing")
     _add_dataset_args(p)
     _add_backend_args(p, offline=True)
@@ -70,31 +72,31 @@ def register(subparsers: Any) -> None:
     d = subparsers.add_parser("descriptions", help="inspect, export and import a description store")
     dsub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
     s = dsub.add_parser("stats", help="counts by backend, model and prompt; failures by error")
-    s.add_argument("--store", type=Path, required=True)
+    s.add_argument("--store", type=Path, required=True, help=_STORE_HELP)
     s.set_defaults(handler=_cmd_stats)
     e = dsub.add_parser("export-official", help="write a SER30K annotation JSON with descriptions in 'text'")
-    e.add_argument("--store", type=Path, required=True)
+    e.add_argument("--store", type=Path, required=True, help=_STORE_HELP)
     e.add_argument("--annotations", type=Path, required=True, help="the SER30K annotation JSON to copy")
-    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--out", type=Path, required=True, help="annotation JSON to write")
     e.add_argument("--images-root", type=Path, help="the Images folder (default: found beside Annotations)")
     e.add_argument("--on-missing", default="error", choices=("error", "empty", "keep"),
                    help="record without description: fail, empty text, or keep its text")  # fmt: skip
     e.set_defaults(handler=_cmd_export_official)
     i = dsub.add_parser("import-official", help="read a public-code annotation JSON's descriptions into a store")
-    i.add_argument("--store", type=Path, required=True)
-    i.add_argument("--annotations", type=Path, required=True)
-    i.add_argument("--images-root", type=Path, required=True)
-    i.add_argument("--model", default="unknown", help="model to record as the author")
-    i.add_argument("--overwrite", action="store_true")
+    i.add_argument("--store", type=Path, required=True, help=_STORE_HELP)
+    i.add_argument("--annotations", type=Path, required=True, help="public-code annotation JSON with descriptions")
+    i.add_argument("--images-root", type=Path, required=True, help="the Images folder its records point into")
+    i.add_argument("--model", default="unknown", help="LLM to record as the descriptions' author")
+    i.add_argument("--overwrite", action="store_true", help="replace descriptions the store already holds")
     i.set_defaults(handler=_cmd_import_official)
     x = dsub.add_parser("export-jsonl", help="one JSON line per description")
-    x.add_argument("--store", type=Path, required=True)
-    x.add_argument("--out", type=Path, required=True)
+    x.add_argument("--store", type=Path, required=True, help=_STORE_HELP)
+    x.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     x.set_defaults(handler=_cmd_export_jsonl)
     m = dsub.add_parser("import-jsonl", help="merge JSONL exports (e.g. of shards) into a store")
-    m.add_argument("--store", type=Path, required=True)
-    m.add_argument("files", nargs="+", type=Path)
-    m.add_argument("--overwrite", action="store_true")
+    m.add_argument("--store", type=Path, required=True, help=_STORE_HELP)
+    m.add_argument("files", nargs="+", type=local_path, metavar="FILE", help="JSONL files written by export-jsonl")
+    m.add_argument("--overwrite", action="store_true", help="replace descriptions the store already holds")
     m.set_defaults(handler=_cmd_import_jsonl)
 
     z = subparsers.add_parser(
@@ -121,7 +123,7 @@ def _read_dataset(args: argparse.Namespace) -> Any:
     import mghft.data as data
 
     if args.root is None:
-        raise SystemExit(f"--dataset {args.dataset} needs --root")
+        raise UsageError(f"--dataset {args.dataset} needs --root", hint="--root <the dataset folder or manifest file>")
     try:
         if args.dataset == "ser30k":
             return data.read_ser30k(args.root, args.split)
@@ -131,7 +133,7 @@ def _read_dataset(args: argparse.Namespace) -> Any:
             return data.read_manifest(args.root)
         return data.read_folder(args.root)
     except (OSError, ValueError) as err:  # missing files, format errors (they name file and line)
-        raise SystemExit(f"cannot read {args.dataset} dataset: {err}") from None
+        raise MghftError(f"cannot read the {args.dataset} dataset at --root {args.root}: {err}") from err
 
 
 def list_images(paths: Sequence[Path]) -> list[Path]:
@@ -151,7 +153,7 @@ def list_images(paths: Sequence[Path]) -> list[Path]:
         elif path.exists():
             found.append(path)
         else:
-            raise SystemExit(f"no such file or folder: {path}")
+            raise NotFoundError(f"no such file or folder: {path}")
     return found
 
 
@@ -160,7 +162,7 @@ def _backend(args: argparse.Namespace, *, offline_ok: bool) -> Any:
     from mghft.interpret.clients import RetryPolicy
 
     if not offline_ok and args.backend.strip().lower() == "offline":
-        raise SystemExit("zeroshot needs an LLM backend, not 'offline'")
+        raise UsageError("--backend: zeroshot needs an LLM backend, not 'offline'", hint="e.g. --backend openai:gpt-4o")
     try:
         return build_backend(
             args.backend,
@@ -176,7 +178,7 @@ def _backend(args: argparse.Namespace, *, offline_ok: bool) -> Any:
             ocr=not getattr(args, "no_ocr", False),
         )
     except ValueError as err:
-        raise SystemExit(str(err)) from None
+        raise UsageError(f"--backend {args.backend}: {err}") from None
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -193,11 +195,11 @@ def _cmd_interpret(args: argparse.Namespace) -> int:
 
     _setup_logging(args.verbose)
     if not args.paths and not args.dataset:
-        raise SystemExit("give image PATHs or --dataset")
+        raise UsageError("interpret: nothing to describe", hint="give image PATHs or --dataset with --root")
     try:
         shard = parse_shard(args.shard)
     except ValueError as err:
-        raise SystemExit(str(err)) from None
+        raise UsageError(f"--shard: {err}") from None
     items = [WorkItem(key=str(p), path=p) for p in list_images(args.paths)]
     if args.dataset:
         items += items_from_index(_read_dataset(args))
@@ -280,8 +282,7 @@ def _cmd_export_official(args: argparse.Namespace) -> int:
                 store, args.annotations, args.out, images_root=args.images_root, on_missing=args.on_missing
             )
         except (ValueError, FileNotFoundError) as err:
-            print(err, file=sys.stderr)
-            return 1
+            raise MghftError(str(err)) from err
     print(report.format())
     return 0
 
@@ -320,7 +321,9 @@ def _cmd_zeroshot(args: argparse.Namespace) -> int:
 
     _setup_logging(args.verbose)
     if not args.dataset:
-        raise SystemExit("zeroshot needs a labelled --dataset")
+        raise UsageError(
+            "zeroshot needs a labelled --dataset", hint="--dataset ser30k|metmeme|manifest|folder --root <path>"
+        )
     index = _read_dataset(args)
     backend = _backend(args, offline_ok=False)
     summary = run_zeroshot(
@@ -344,14 +347,3 @@ def _cmd_zeroshot(args: argparse.Namespace) -> int:
         print(f"stopped: {summary['fatal_error']}", file=sys.stderr)
         return 2
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``mghft`` command line (these commands included); kept so ``python -m mghft.interpret.cli`` works."""
-    from mghft.cli import main as mghft_main
-
-    return mghft_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

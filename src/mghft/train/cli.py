@@ -73,7 +73,7 @@ def _config_file(path: Path, flag: str) -> Path:
     if not path.is_file():
         what = "is a folder, not a YAML file" if path.is_dir() else "does not exist"
         raise NotFoundError(
-            f"{flag}: config file {path} {what}",
+            f"{flag + ': ' if flag else ''}config file {path} {what}",
             hint="configs/ holds the shipped configs, e.g. configs/ser30k/mghft.yaml",
         )
     return path
@@ -111,7 +111,7 @@ def _train(args: argparse.Namespace) -> int:
     from mghft.train.config import TrainConfig
     from mghft.train.loop import train
 
-    cfg = TrainConfig.from_file(_config_file(args.config, "config"), args.overrides)
+    cfg = TrainConfig.from_file(_config_file(args.config, ""), args.overrides)
     check_model(cfg)
     check_data_root(cfg)
     train(cfg, resume=args.resume)

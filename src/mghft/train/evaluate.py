@@ -12,6 +12,7 @@ from mghft.data import Preprocess
 from mghft.data.ser30k import SER30K_CLASSES
 from mghft.evaluate import bootstrap_ci, compute_metrics, write_report
 from mghft.models.factory import load_model
+from mghft.resources import cap_workers
 from mghft.train.config import TrainConfig
 from mghft.train.data import StickerDataset, load_splits
 from mghft.train.loop import predict_loader, setup_distributed, split_text_inputs
@@ -39,7 +40,7 @@ def evaluate_checkpoint(
     mask = feats[1]
     pre = Preprocess.from_dict(model.checkpoint_meta["preprocess"])
     ds = StickerDataset(part, pre.transform(), *feats)
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=cfg.workers, shuffle=False)
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=cap_workers(cfg.workers), shuffle=False)
     y, pred, probs = predict_loader(model, loader, info, cfg.amp)
     metrics = compute_metrics(y, pred, classes, probs)
     y0, pred0, probs0 = predict_loader(model, loader, info, cfg.amp, views_absent=True)
