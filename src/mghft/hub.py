@@ -164,7 +164,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:
+    except (OSError, RuntimeError, ValueError, EOFError, IndexError, KeyError, pickle.UnpicklingError) as e:
         raise CheckpointError(
             f"{path}: not a readable weights file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
             hint="give a .safetensors file or a PyTorch .pth/.pt state dict",

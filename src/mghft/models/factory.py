@@ -196,20 +196,33 @@ def load_official(
     The text encoder's weights are loaded too when ``text_encoder=True`` and the checkpoint carries them.
     """
     sd = state_dict_or_path
+    where = "" if isinstance(sd, dict) else f"{sd}: "
     if not isinstance(sd, dict):
         sd = load_state_dict_file(sd)
-    converted = convert_official(sd)
+    try:
+        converted = convert_official(sd)
+    except KeyError as e:
+        raise CheckpointError(
+            f"{where}not a checkpoint of the public MGHFT code: {e.args[0]}",
+            hint="convert-official reads the public code's .pth files; a checkpoint of this project loads as it is",
+        ) from e
     model = create_model(name, compat=compat, text_encoder=text_encoder, **kwargs)
     if model.text_encoder is None:
         converted = {k: v for k, v in converted.items() if not k.startswith("text_encoder.")}
+    fix = "convert with the variant it was trained as (--model; `mghft models` lists them)"
+    own = model.state_dict()
+    bad_shape = [k for k, v in converted.items() if k in own and own[k].shape != v.shape]
+    if bad_shape:
+        raise CheckpointError(
+            f"{where}public-code weights do not fit {model.cfg.name}: shape mismatch in {bad_shape[:6]}", hint=fix
+        )
     result = model.load_state_dict(converted, strict=False)
     missing = [k for k in result.missing_keys if k != "missing_view" and not k.startswith("text_encoder.")]
     if missing or result.unexpected_keys:
-        where = f"{state_dict_or_path}: " if not isinstance(state_dict_or_path, dict) else ""
         raise CheckpointError(
             f"{where}public-code weights do not fit {model.cfg.name}: missing {missing[:6]}, "
             f"unexpected {result.unexpected_keys[:6]}",
-            hint="convert with the variant it was trained as (--model; `mghft models` lists them)",
+            hint=fix,
         )
     return model
 

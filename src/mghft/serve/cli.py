@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mghft.cli_args import local_path
+from mghft.errors import UsageError
 
 PREDICT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 EXPORT_FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript"}
@@ -124,7 +125,12 @@ def _build_interpreter(args: argparse.Namespace) -> Any:
     store = DescriptionStore(args.store) if args.store else None
     if not args.interpreter:
         return _StoreOnly(store)
-    backend = build_backend(args.interpreter, base_urls=args.base_url, api_key_env=args.api_key_env)
+    try:
+        backend = build_backend(args.interpreter, base_urls=args.base_url, api_key_env=args.api_key_env)
+    except ValueError as err:  # an unknown provider, a missing key or URL: the flag is at fault
+        if store is not None:
+            store.close()
+        raise UsageError(f"--interpreter {args.interpreter}: {err}") from None
     return Interpreter(backend, store)
 
 
@@ -324,7 +330,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from mghft.cli_args import output_format
-    from mghft.errors import MghftError, UsageError
+    from mghft.errors import MghftError
     from mghft.export import ExportedModel, compare_outputs, example_inputs, export_model
     from mghft.models.factory import load_model
 

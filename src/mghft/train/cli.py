@@ -82,7 +82,7 @@ def _config_file(path: Path, flag: str) -> Path:
 def check_data_root(cfg: Any) -> None:
     """Stop early, naming ``data.root``, when the dataset it points at is not there."""
     root = cfg.data.root
-    if not str(root).strip():
+    if root is None or not str(root).strip():
         raise UsageError(
             f"data.root: not set (the {cfg.data.format} dataset's folder or manifest file)",
             hint="set it in the config or with --set data.root=<path>",
