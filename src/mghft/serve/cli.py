@@ -46,7 +46,8 @@ def register(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=4, help="threads decoding images (at most the machine's cores)")
     p.add_argument("--max-pixels", type=int, default=50_000_000, help="skip images larger than this (w x h)")
     p.add_argument("--explain", nargs="?", const="", default=None, metavar="DIR",
-                   help="write heatmap overlays (PNG) into DIR (default: <out>_explain/)")  # fmt: skip
+                   help="write labelled heatmap overlays (PNG: the sticker in grey, the patches the model picked "
+                   "in colour, the prediction below) into DIR (default: <out>_explain/)")  # fmt: skip
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_interpreter_args(p)
@@ -178,7 +179,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from mghft.cli_args import output_format
     from mghft.data.images import ImageLoadError
     from mghft.resources import cap_workers
-    from mghft.serve.predictor import heatmap_overlay, load_predictor
+    from mghft.serve.overlay import labelled_overlay
+    from mghft.serve.predictor import load_predictor
 
     fmt = output_format(args.out, args.format, PREDICT_FORMATS)
     files, ignored = find_images(args.paths)
@@ -229,7 +231,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                     overlay = ""
                     if explain_dir is not None and pred.explanation is not None and loaded.image is not None:
                         target = explain_dir / f"{start + k:06d}_{Path(pred.name).stem}.png"
-                        heatmap_overlay(loaded.image, pred.explanation).save(target)
+                        caption = f"{pred.label} {pred.confidence:.0%}  ({Path(pred.name).name})"
+                        labelled_overlay(loaded.image, pred.explanation, caption).save(target)
                         overlay = str(target)
                     writer.write(pred, overlay)
                     done += 1
