@@ -340,3 +340,16 @@ def test_worker_count_is_capped_at_the_cores_and_said_once(capsys: pytest.Captur
     assert cap_workers(cores + 7) == cores
     err = capsys.readouterr().err
     assert err.count(f"workers: {cores + 7} asked, {cores} used") == 1
+
+
+def test_export_prints_a_verdict_against_its_tolerance(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mghft.serve.cli import export_verdict
+
+    assert main(["export", "--model", files["ckpt"], "--out", f"{files['tmp']}/model.pt"]) == 0
+    out = capsys.readouterr().out
+    assert "(torchscript," in out and "PASS: probabilities within 0 of PyTorch, tolerance 0.001" in out
+    lines = export_verdict({"logits": 0.02, "probabilities": 0.004, "patches_stage1": 0.9}, 1e-3)
+    assert lines[-1].startswith("FAIL: probabilities within 0.004 of PyTorch, tolerance 0.001; patch picks")
+    assert "equal picks: 90.0%" in lines[2]
