@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mghft.cli_args import local_path
 from mghft.errors import NotFoundError, UsageError
 
 CONFIG_DOC = "docs/config.md"
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and evaluate it once on test. Multi-GPU/multi-node: torchrun --nproc-per-node N -m mghft train CONFIG. "
         f"Every config field is described in {CONFIG_DOC}.",
     )
-    p.add_argument("config", type=Path, help="YAML training config, e.g. configs/ser30k/mghft.yaml")
+    p.add_argument("config", type=local_path, help="YAML training config, e.g. configs/ser30k/mghft.yaml")
     _add_set(p)
     p.add_argument("--resume", action="store_true", help="continue from <output>/last as if never stopped")
     p.set_defaults(handler=_train)
@@ -58,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="checkpoint folder (e.g. runs/ser30k/mghft/best) or Hub repo id")
     p.add_argument(
         "--config",
-        type=Path,
+        type=local_path,
         help="training config whose data section to use (default: the run's train.yaml beside the checkpoint)",
     )
     _add_set(p)
