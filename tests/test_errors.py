@@ -188,6 +188,48 @@ CASES: list[tuple[str, list[str], int, str]] = [
         1,
         "absent.jsonl",
     ),
+    (
+        "train-broken-item",
+        ["train", "{cfg}", "--set", "data.root={broken_manifest}", "--set", "output={tmp}/broken-run"],
+        1,
+        "of 7 samples invalid (1 missing)",
+    ),
+    (
+        "train-split-left-empty",
+        [
+            "train",
+            "{cfg}",
+            "--set",
+            "data.root={broken_manifest}",
+            "--set",
+            "data.on_error=skip",
+            "--set",
+            "output={tmp}/empty-run",
+        ],
+        1,
+        "split(s) ['val', 'test'] of manifest dataset {broken_manifest} hold no usable images",
+    ),
+    (
+        "train-text-encoder-unavailable",
+        [
+            "train",
+            "{cfg}",
+            "--set",
+            "model_overrides.text.encoder=bert-base-uncased",
+            "--set",
+            "model_overrides.text.dim=768",
+            "--set",
+            "output={tmp}/enc-run",
+        ],
+        1,
+        "text encoder 'bert-base-uncased' could not be loaded",
+    ),
+    (
+        "predict-nothing-readable",
+        ["predict", "{garbage_png}", "--model", "{ckpt}", "--out", "{tmp}/o.csv", "--no-progress"],
+        1,
+        "none of the 1 image file(s) could be read",
+    ),
     ("demo-bad-size", ["demo", "--size", "huge"], 2, "argument --size: invalid choice: 'huge'"),
 ]
 
@@ -198,7 +240,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from tests.test_serve_api import make_checkpoint
 
     tmp = tmp_path_factory.mktemp("mistakes")
-    manifest = synthetic.write_manifest(tmp / "data", n_per_class=2)
+    manifest = synthetic.write_manifest(tmp / "data", n_per_class=10)
     cfg = {"model": "mghft_tiny", "pretrained": False, "output": str(tmp / "run"), "epochs": 1,
            "data": {"format": "manifest", "root": str(manifest)}}  # fmt: skip
     (tmp / "configs").mkdir()
@@ -210,6 +252,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     ser = synthetic.write_ser30k(tmp / "ser30k", n_per_class=3)
     (ser / "Annotations" / "image-level" / "val.json").unlink()
     ser_run = _ser30k_run(tmp / "ser_run", ser)
+    broken = synthetic.write_manifest(tmp / "broken", n_per_class=2)
+    broken.write_text(broken.read_text(encoding="utf-8") + "images/anger/gone.png,anger,a,b,c,d\n", encoding="utf-8")
+    (tmp / "garbage.png").write_bytes(b"not a png")
     image = tmp / "sticker.png"
     synthetic.sticker("happiness", __import__("random").Random(0)).save(image)
     return {
@@ -222,6 +267,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "ckpt": str(make_checkpoint(tmp / "ckpt")),
         "image": str(image),
         "manifest": str(manifest),
+        "broken_manifest": str(broken),
+        "garbage_png": str(tmp / "garbage.png"),
         "ser_run": str(ser_run),
     }
 

@@ -37,3 +37,7 @@ class NotFoundError(MghftError, FileNotFoundError):
 
 class UnknownNameError(UsageError, KeyError):
     """A name (a model variant, a view, a backend) that is not registered; the message lists the known ones."""
+
+
+class DataError(MghftError, ValueError):
+    """The data cannot serve the run as configured (e.g. a split left empty); the message names the dataset."""

@@ -178,6 +178,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from mghft.cli_args import output_format
     from mghft.data.images import ImageLoadError
+    from mghft.errors import MghftError
     from mghft.resources import cap_workers
     from mghft.serve.overlay import labelled_overlay
     from mghft.serve.predictor import load_predictor
@@ -253,7 +254,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     meta["args"]["paths"] = [str(p) for p in args.paths]
     args.out.with_name(args.out.name + ".meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     print(f"{done} predicted, {skipped} skipped, {ignored} non-image files ignored -> {args.out}", file=sys.stderr)
-    return 0 if done or not skipped else 1
+    if skipped and not done:
+        raise MghftError(f"none of the {skipped} image file(s) could be read (each is named above)")
+    return 0
 
 
 class _Writer:

@@ -25,6 +25,7 @@ from mghft.data import (
     stratified_split,
     validate_index,
 )
+from mghft.errors import DataError
 from mghft.train.config import DataConfig
 
 
@@ -69,7 +70,7 @@ def load_splits(
     classes = parts[first].classes
     for name, part in parts.items():
         if part.classes != classes:
-            raise ValueError(f"{name} split classes {part.classes} differ from {first}'s {classes}")
+            raise DataError(f"{name} split classes {part.classes} differ from {first}'s {classes}")
     skipped: dict[str, object] = {}
     for name in list(parts):
         report = validate_index(parts[name], cfg.on_error, cfg.check_images)
@@ -80,7 +81,10 @@ def load_splits(
                 print(f"{name}: skipped {len(report.problems)} of {report.total} items\n{report.summary()}")
     empty = [name for name, part in parts.items() if len(part) == 0]
     if empty:
-        raise ValueError(f"split(s) {empty} of {cfg.format} dataset {cfg.root} hold no usable images")
+        raise DataError(
+            f"split(s) {empty} of {cfg.format} dataset {cfg.root} hold no usable images",
+            hint="add images, or change data.split_fractions so that every part gets some",
+        )
     if skipped and log:
         report_dir = report_dir or output
         report_dir.mkdir(parents=True, exist_ok=True)
