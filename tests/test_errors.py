@@ -376,6 +376,9 @@ def test_every_argument_has_help_and_help_shows_defaults() -> None:
     assert "TCP port to listen on (default: 8000)" in texts["serve"]
     assert "X-API-Key" in texts["serve"] and "Bearer" in texts["serve"]
     assert "(default: None)" not in " ".join(texts.values())
+    nested = [" ".join(p.format_help().split()) for p in _all_parsers(parser)]
+    assert all("%%" not in t and "(default: None)" not in t for t in nested)
+    assert all("-v, --verbose" in t for t in nested[1:])
 
 
 def test_worker_count_is_capped_at_the_cores_and_said_once(capsys: pytest.CaptureFixture[str]) -> None:

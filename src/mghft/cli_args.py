@@ -27,8 +27,8 @@ def local_path(text: str) -> Path:
     """
     if is_url(text):
         raise argparse.ArgumentTypeError(
-            f"{text} is a URL; mghft reads local files only: download it first (e.g. curl -LO '{text}') and give "
-            "the file's path"
+            f"{text} is a URL; mghft reads and writes local files only (download it first, e.g. curl -LO '{text}', "
+            "and give the file's path)"
         )
     return Path(text)
 

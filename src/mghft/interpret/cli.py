@@ -57,7 +57,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("paths", nargs="*", type=local_path, metavar="PATH",
                    help="image files or folders (searched recursively)")  # fmt: skip
-    p.add_argument("--store", type=Path, required=True, help="description store (SQLite file), created if missing")
+    p.add_argument(
+        "--store", type=local_path, required=True, help="description store (SQLite file), created if missing"
+    )
     _add_dataset_args(p)
     _add_backend_args(p, offline=True)
     p.add_argument("--prompt-version", help="package prompt version (default: newest)")
@@ -65,36 +67,38 @@ def register(subparsers: Any) -> None:
     p.add_argument("--redo", default="none", choices=("none", "stale", "all"),
                    help="redo described images: none, stale (other prompt version), all")  # fmt: skip
     p.add_argument("--no-ocr", action="store_true", help="offline backend: skip OCR")
-    p.add_argument("--summary-json", type=Path, help="also write the closing summary here")
+    p.add_argument("--summary-json", type=local_path, help="also write the closing summary here")
     p.add_argument("--dry-run", action="store_true", help="plan only: counts and the request estimate, no calls")
     p.set_defaults(handler=_cmd_interpret)
 
     d = subparsers.add_parser("descriptions", help="inspect, export and import a description store")
     dsub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
     s = dsub.add_parser("stats", help="counts by backend, model and prompt; failures by error")
-    s.add_argument("--store", type=Path, required=True, help=_STORE_HELP)
+    s.add_argument("--store", type=local_path, required=True, help=_STORE_HELP)
     s.set_defaults(handler=_cmd_stats)
     e = dsub.add_parser("export-official", help="write a SER30K annotation JSON with descriptions in 'text'")
-    e.add_argument("--store", type=Path, required=True, help=_STORE_HELP)
-    e.add_argument("--annotations", type=Path, required=True, help="the SER30K annotation JSON to copy")
-    e.add_argument("--out", type=Path, required=True, help="annotation JSON to write")
-    e.add_argument("--images-root", type=Path, help="the Images folder (default: found beside Annotations)")
+    e.add_argument("--store", type=local_path, required=True, help=_STORE_HELP)
+    e.add_argument("--annotations", type=local_path, required=True, help="the SER30K annotation JSON to copy")
+    e.add_argument("--out", type=local_path, required=True, help="annotation JSON to write")
+    e.add_argument("--images-root", type=local_path, help="the Images folder (default: found beside Annotations)")
     e.add_argument("--on-missing", default="error", choices=("error", "empty", "keep"),
                    help="record without description: fail, empty text, or keep its text")  # fmt: skip
     e.set_defaults(handler=_cmd_export_official)
     i = dsub.add_parser("import-official", help="read a public-code annotation JSON's descriptions into a store")
-    i.add_argument("--store", type=Path, required=True, help=_STORE_HELP)
-    i.add_argument("--annotations", type=Path, required=True, help="public-code annotation JSON with descriptions")
-    i.add_argument("--images-root", type=Path, required=True, help="the Images folder its records point into")
+    i.add_argument("--store", type=local_path, required=True, help=_STORE_HELP)
+    i.add_argument(
+        "--annotations", type=local_path, required=True, help="public-code annotation JSON with descriptions"
+    )
+    i.add_argument("--images-root", type=local_path, required=True, help="the Images folder its records point into")
     i.add_argument("--model", default="unknown", help="LLM to record as the descriptions' author")
     i.add_argument("--overwrite", action="store_true", help="replace descriptions the store already holds")
     i.set_defaults(handler=_cmd_import_official)
     x = dsub.add_parser("export-jsonl", help="one JSON line per description")
-    x.add_argument("--store", type=Path, required=True, help=_STORE_HELP)
-    x.add_argument("--out", type=Path, required=True, help="JSONL file to write")
+    x.add_argument("--store", type=local_path, required=True, help=_STORE_HELP)
+    x.add_argument("--out", type=local_path, required=True, help="JSONL file to write")
     x.set_defaults(handler=_cmd_export_jsonl)
     m = dsub.add_parser("import-jsonl", help="merge JSONL exports (e.g. of shards) into a store")
-    m.add_argument("--store", type=Path, required=True, help=_STORE_HELP)
+    m.add_argument("--store", type=local_path, required=True, help=_STORE_HELP)
     m.add_argument("files", nargs="+", type=local_path, metavar="FILE", help="JSONL files written by export-jsonl")
     m.add_argument("--overwrite", action="store_true", help="replace descriptions the store already holds")
     m.set_defaults(handler=_cmd_import_jsonl)
@@ -106,7 +110,7 @@ def register(subparsers: Any) -> None:
     )
     _add_dataset_args(z)
     _add_backend_args(z, offline=False)
-    z.add_argument("--out", type=Path, required=True, help="output folder")
+    z.add_argument("--out", type=local_path, required=True, help="output folder")
     z.set_defaults(handler=_cmd_zeroshot)
 
 

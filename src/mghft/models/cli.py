@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from mghft.cli_args import local_path
 
@@ -22,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(model.safetensors + config.json).",
     )
     p.add_argument("checkpoint", type=local_path, help="the public code's .pth file")
-    p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    p.add_argument("--out", type=local_path, required=True, help="checkpoint folder to write")
     p.add_argument("--model", default="mghft_pvt_small", help="registered variant it was trained as (`mghft models`)")
     p.add_argument(
         "--compat",

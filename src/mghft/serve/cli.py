@@ -23,7 +23,7 @@ def _add_interpreter_args(p: argparse.ArgumentParser) -> None:
                    "(e.g. openai:gpt-4o, vllm:Qwen/Qwen2.5-VL-7B-Instruct); default: run without views")  # fmt: skip
     g.add_argument("--base-url", action="append", default=[], metavar="URL", help="interpreter server URL (/v1)")
     g.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the interpreter's API key")
-    g.add_argument("--store", type=Path,
+    g.add_argument("--store", type=local_path,
                    help="description store (SQLite): views written by `mghft interpret` are read from it, "
                    "and new ones cached in it")  # fmt: skip
 
@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
     p.add_argument("paths", nargs="+", type=local_path, metavar="PATH", help="image files or folders (local)")
     p.add_argument("--model", required=True, help="checkpoint folder or Hugging Face Hub repo id")
     p.add_argument(
-        "--out", type=Path, required=True, help="output file: .csv or .jsonl (its extension picks the format)"
+        "--out", type=local_path, required=True, help="output file: .csv or .jsonl (its extension picks the format)"
     )
     p.add_argument("--format", choices=("csv", "jsonl"), help="output format, whatever --out's extension")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
@@ -70,7 +70,7 @@ def register(sub: Any) -> None:
     s.add_argument("--max-request-mb", type=float, default=40.0, help="largest request body, MiB")
     s.add_argument("--max-pixels", type=int, default=4096 * 4096, help="largest image, width x height")
     s.add_argument("--max-connections", type=int, default=128, help="concurrent connections; beyond: 503")
-    s.add_argument("--api-key-file", type=Path,
+    s.add_argument("--api-key-file", type=local_path,
                    help="require this key (the file's content) in an X-API-Key header or as a Bearer token "
                    "(Authorization: Bearer KEY); default: $MGHFT_API_KEY, else no key")  # fmt: skip
     _add_interpreter_args(s)
@@ -84,7 +84,9 @@ def register(sub: Any) -> None:
     )
     e.add_argument("model", nargs="?", help="checkpoint folder or Hugging Face Hub repo id (or give --model)")
     e.add_argument("--model", dest="model_option", metavar="MODEL", help="the same, as in the other commands")
-    e.add_argument("--out", type=Path, required=True, help="model.onnx (ONNX) or model.pt / model.ts (TorchScript)")
+    e.add_argument(
+        "--out", type=local_path, required=True, help="model.onnx (ONNX) or model.pt / model.ts (TorchScript)"
+    )
     e.add_argument("--format", choices=("onnx", "torchscript"), help="export format, whatever --out's extension")
     e.add_argument("--opset", type=int, default=17, help="ONNX opset")
     e.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed |difference| of probabilities")
