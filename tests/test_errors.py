@@ -230,6 +230,12 @@ CASES: list[tuple[str, list[str], int, str]] = [
         1,
         "none of the 1 image file(s) could be read",
     ),
+    (
+        "export-jsonl-wrong-extension",
+        ["descriptions", "export-jsonl", "--store", "{tmp}/s.sqlite", "--out", "{tmp}/d.json"],
+        2,
+        "--out {tmp}/d.json: .json is not an output format (.jsonl)",
+    ),
     ("demo-bad-size", ["demo", "--size", "huge"], 2, "argument --size: invalid choice: 'huge'"),
 ]
 

@@ -304,8 +304,10 @@ def _cmd_import_official(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_jsonl(args: argparse.Namespace) -> int:
+    from mghft.cli_args import output_format
     from mghft.interpret.store import DescriptionStore
 
+    output_format(args.out, None, {".jsonl": "jsonl"})
     with DescriptionStore(args.store) as store:
         print(f"{store.export_jsonl(args.out)} descriptions written to {args.out}")
     return 0
