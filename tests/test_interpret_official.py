@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from mghft.cli import main
 from mghft.data import read_ser30k
 from mghft.interpret import DescriptionStore, export_official_json, import_official_json
-from mghft.interpret.cli import main
 from mghft.interpret.loopback import LoopbackServer
 from mghft.views import OFFICIAL_HEADERS, VIEWS, parse_official_text
 

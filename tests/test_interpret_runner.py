@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from mghft.cli import main
 from mghft.interpret import DescriptionStore, RetryPolicy, WorkItem, build_backend, plan_batch, run_batch
-from mghft.interpret.cli import main
 from mghft.interpret.imaging import prepare_image
 from mghft.interpret.loopback import LoopbackServer, Reply, SeenRequest
 from mghft.interpret.runner import in_shard, parse_shard
@@ -159,7 +159,7 @@ def test_shards_cover_the_dataset_exactly_once(tmp_path):
 
 def _cli(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "mghft.interpret.cli", "interpret", *args]
+    cmd = [sys.executable, "-m", "mghft", "interpret", *args]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

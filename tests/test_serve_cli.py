@@ -76,7 +76,8 @@ def test_predict_folder_to_csv_with_overlays(
         overlay = Path(r["overlay"])
         assert overlay.parent == tmp_path / "out" / "labels_explain"
         with Image.open(overlay) as im, Image.open(r["path"]) as original:
-            assert im.format == "PNG" and im.size == original.size
+            assert im.format == "PNG" and im.width == max(original.width, 320)  # small stickers scaled up
+            assert im.height > original.height * im.width / original.width  # and a caption strip below
     meta = json.loads((tmp_path / "out" / "labels.csv.meta.json").read_text())
     assert meta["predicted"] == 4 and meta["skipped"] == 4 and meta["classes"] == CLASSES
 

@@ -25,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     "ModelConfig": "mghft.config",
     "TextConfig": "mghft.config",
     "VisionConfig": "mghft.config",
+    "MghftError": "mghft.errors",
+    "UsageError": "mghft.errors",
     "WeightsNotFoundError": "mghft.hub",
     "save_checkpoint": "mghft.hub",
     "count_parameters": "mghft.models.factory",

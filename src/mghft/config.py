@@ -21,6 +21,7 @@ import yaml
 
 from mghft.errors import UsageError
 
+CONFIG_DOC_HINT = "every config field, its type, default and allowed values: docs/config.md"
 COMPAT_MODES = ("none", "official")
 ARCHS = ("mghft", "text_only", "clip")
 BackboneArch = Literal["pvt_v1", "pvt_v2"]
@@ -442,7 +443,7 @@ class ModelConfig:
         for key, value in changes.items():
             current = getattr(self, key, None) if key in _field_names(ModelConfig) else None
             if key not in _field_names(ModelConfig):
-                raise ConfigError(f"{key}: unknown model config field")
+                raise ConfigError(f"{key}: unknown model config field", hint=CONFIG_DOC_HINT)
             if dataclasses.is_dataclass(current) and isinstance(value, dict):
                 value = dataclasses.replace(current, **_coerce(type(current), value, key))
             updates[key] = value
@@ -505,7 +506,8 @@ def _coerce(cls: type, data: dict[str, Any], prefix: str) -> dict[str, Any]:
     names = _field_names(cls)
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{prefix + '.' if prefix else ''}{unknown[0]}: unknown field (known: {sorted(names)})")
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"{where}{unknown[0]}: unknown field (known: {sorted(names)})", hint=CONFIG_DOC_HINT)
     out = {}
     for key, value in data.items():
         if isinstance(value, list):

@@ -21,8 +21,23 @@ class MghftError(Exception):
         super().__init__(message)
         self.hint = hint
 
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
 
 class UsageError(MghftError):
     """A mistaken invocation: a flag, argument or config field that cannot work (exit code 2)."""
 
     exit_code = 2
+
+
+class NotFoundError(MghftError, FileNotFoundError):
+    """A file or folder the user named is not there (exit code 1); the message names the path."""
+
+
+class UnknownNameError(UsageError, KeyError):
+    """A name (a model variant, a view, a backend) that is not registered; the message lists the known ones."""
+
+
+class DataError(MghftError, ValueError):
+    """The data cannot serve the run as configured (e.g. a split left empty); the message names the dataset."""

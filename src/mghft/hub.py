@@ -16,26 +16,53 @@ import argparse
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from mghft.models.text import offline_mode
-from mghft.registry import WeightsEntry
+from mghft.errors import MghftError, NotFoundError, UsageError
 
 CHECKPOINT_FORMAT = 1
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(MghftError, FileNotFoundError):
     """A weights file is not available locally and may not (or could not) be downloaded."""
+
+
+class CheckpointError(MghftError, ValueError):
+    """A checkpoint folder or weights file is missing, unreadable or does not fit; the message names the file."""
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """Where a released weights file lives and how to check it.
+
+    ``sha256`` is checked after download when known; ``hf_repo`` + ``hf_filename`` name a Hugging Face Hub
+    file instead of a URL.
+    """
+
+    filename: str
+    url: str | None = None
+    sha256: str | None = None
+    hf_repo: str | None = None
+    hf_filename: str | None = None
+    key_layout: str = "pvt_v1"
+    """``pvt_v1`` (whai362 ``.pth``) or ``pvt_v2`` (timm layout)."""
+
+
+def offline_mode() -> bool:
+    """True when ``MGHFT_OFFLINE`` or ``HF_HUB_OFFLINE`` is set to a true value: nothing touches the network."""
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("MGHFT_OFFLINE", "HF_HUB_OFFLINE"))
 
 
 def cache_dir() -> Path:
@@ -130,17 +157,25 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     is allowed; nothing else that needs code to unpickle is.
     """
     path = Path(path)
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not path.is_file():
+        raise NotFoundError(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, IndexError, KeyError, pickle.UnpicklingError) as e:
+        raise CheckpointError(
+            f"{path}: not a readable weights file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+            hint="give a .safetensors file or a PyTorch .pth/.pt state dict",
+        ) from e
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict", "model_state_dict"):
             if key in obj and isinstance(obj[key], Mapping):
                 obj = obj[key]
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: not a state dict of tensors")
+        raise CheckpointError(f"{path}: not a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
@@ -207,7 +242,7 @@ def default_preprocess(image_size: int, arch: str = "mghft") -> dict[str, Any]:
     from mghft.data.transforms import Preprocess
 
     if arch == "clip":
-        from mghft.models.baselines import CLIP_MEAN, CLIP_STD
+        from mghft.data.transforms import CLIP_MEAN, CLIP_STD
 
         return Preprocess(size=image_size, mean=CLIP_MEAN, std=CLIP_STD).to_dict()
     return Preprocess(size=image_size).to_dict()
@@ -215,22 +250,33 @@ def default_preprocess(image_size: int, arch: str = "mghft") -> dict[str, Any]:
 
 def resolve_checkpoint_dir(path_or_repo: str | Path, offline: bool | None = None) -> Path:
     """A local checkpoint folder, or a Hugging Face Hub repo id fetched into the hub cache."""
+    if str(path_or_repo).lower().startswith(("http://", "https://")):
+        raise UsageError(
+            f"{path_or_repo} is a URL; a model is a local checkpoint folder or a Hugging Face Hub repo id",
+            hint="for a Hub model give its id (user/name); otherwise download the folder and give its path",
+        )
     p = Path(path_or_repo)
     if p.exists():
         if not p.is_dir():
-            raise FileNotFoundError(f"{p} is a file; a checkpoint is a folder with {WEIGHTS_NAME} and {CONFIG_NAME}")
+            raise CheckpointError(
+                f"{p} is a file; a checkpoint is a folder with {WEIGHTS_NAME} and {CONFIG_NAME}",
+                hint="give the folder a training run wrote, e.g. runs/<name>/best",
+            )
         return p
     s = str(path_or_repo)
     # A path whose parent folder exists here is a mistyped local path, never a Hub repo of the same name.
     if s.count("/") != 1 or s.startswith((".", "/", "~")) or p.parent.is_dir():
-        raise FileNotFoundError(f"checkpoint folder {p} does not exist")
+        raise NotFoundError(
+            f"checkpoint folder {p} does not exist",
+            hint="give the folder a training run wrote (e.g. runs/<name>/best) or a Hugging Face Hub repo id",
+        )
     from huggingface_hub import snapshot_download
 
     offline = offline_mode() if offline is None else offline
     try:
         return Path(snapshot_download(s, allow_patterns=[WEIGHTS_NAME, CONFIG_NAME], local_files_only=offline))
     except Exception as e:
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"{s!r} is neither a local folder nor a reachable Hugging Face Hub repo"
             + (" (offline: only the local hub cache was searched)" if offline else "")
             + f": {e}"
@@ -252,11 +298,19 @@ def read_checkpoint_meta(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     for name in (WEIGHTS_NAME, CONFIG_NAME):
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"checkpoint {folder} is missing {name}")
-    meta = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+            raise NotFoundError(
+                f"checkpoint {folder} is missing {name}",
+                hint="a checkpoint folder holds model.safetensors and config.json, e.g. runs/<name>/best",
+            )
+    try:
+        meta = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{folder / CONFIG_NAME}: invalid JSON (line {e.lineno}: {e.msg})") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{folder / CONFIG_NAME}: expected a JSON object")
     for key in ("model", "class_names"):
         if key not in meta:
-            raise ValueError(f"{folder / CONFIG_NAME}: missing key {key!r}")
+            raise CheckpointError(f"{folder / CONFIG_NAME}: missing key {key!r}")
     if meta.get("mghft_format", 0) > CHECKPOINT_FORMAT:
-        raise ValueError(f"{folder}: checkpoint format {meta['mghft_format']} is newer than this mghft supports")
+        raise CheckpointError(f"{folder}: checkpoint format {meta['mghft_format']} is newer than this mghft supports")
     return meta

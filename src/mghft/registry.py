@@ -7,10 +7,11 @@ A variant is a registry name, not a copied file: ``create_model("mghft_pvt_small
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from mghft.config import FusionConfig, ModelConfig, TextConfig
 from mghft.data.ser30k import SER30K_CLASSES
+from mghft.errors import UnknownNameError
+from mghft.hub import WeightsEntry
 from mghft.models.pvt import BACKBONES
 from mghft.models.text import PACKAGED_MINILM
 
@@ -41,24 +42,10 @@ def get_model_config(name: str) -> ModelConfig:
     try:
         return _MODELS[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(list_models())}") from None
-
-
-@dataclass(frozen=True)
-class WeightsEntry:
-    """Where a released weights file lives and how to check it.
-
-    ``sha256`` is checked after download when known; ``hf_repo`` + ``hf_filename`` name a Hugging Face Hub
-    file instead of a URL.
-    """
-
-    filename: str
-    url: str | None = None
-    sha256: str | None = None
-    hf_repo: str | None = None
-    hf_filename: str | None = None
-    key_layout: str = "pvt_v1"
-    """``pvt_v1`` (whai362 ``.pth``) or ``pvt_v2`` (timm layout)."""
+        raise UnknownNameError(
+            f"unknown model {name!r}; registered: {', '.join(list_models())}",
+            hint="`mghft models` describes each; in a training config set `model:` (--set model=NAME)",
+        ) from None
 
 
 _PVT_RELEASE = "https://github.com/whai362/PVT/releases/download/v2/"

@@ -7,8 +7,10 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
+from mghft.errors import MghftError
 
-class DataFormatError(ValueError):
+
+class DataFormatError(MghftError, ValueError):
     """Broken dataset input. The message names the file, the row (line number or record index) and the field.
 
     Attributes:

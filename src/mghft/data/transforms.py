@@ -25,6 +25,8 @@ from PIL import Image, ImageEnhance, ImageOps
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
 _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from mghft.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from mghft.data.records import DatasetIndex, Sample
+from mghft.errors import MghftError
 
 ProblemKind = Literal["duplicate_key", "unlabelled", "bad_label", "missing", "unreadable"]
 
@@ -80,11 +81,14 @@ class ValidationReport:
         return path
 
 
-class DatasetValidationError(ValueError):
+class DatasetValidationError(MghftError, ValueError):
     """``validate_index(on_error="stop")`` found problems; ``report`` lists them all."""
 
     def __init__(self, report: ValidationReport) -> None:
-        super().__init__(report.summary())
+        super().__init__(
+            report.summary(),
+            hint="fix or remove these items, or skip them with data.on_error: skip (--set data.on_error=skip)",
+        )
         self.report = report
 
 

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mghft.cli_args import local_path
+
 
 def register(sub: Any) -> None:
     """Add the ``demo`` command."""
@@ -18,7 +20,7 @@ def register(sub: Any) -> None:
         "mghft_tiny on the CPU, evaluate against chance and the majority baseline, write the report and a gallery "
         "of predictions with heatmaps, and predict one new sticker. See docs/demo.md.",
     )
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
+    p.add_argument("--out", type=local_path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
     p.add_argument("--size", choices=("full", "small"), default="full",
                    help="full: the demo (a few minutes); small: a quick check that the pipeline runs")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the dataset variants and of training")

@@ -1,7 +1,4 @@
-"""``mghft interpret``, ``mghft descriptions`` and ``mghft zeroshot``: argparse only; work happens in the handlers.
-
-Also runnable as ``python -m mghft.interpret.cli interpret ...`` (the full ``mghft`` command line).
-"""
+"""``mghft interpret``, ``mghft descriptions`` and ``mghft zeroshot``: argparse only; work happens in the handlers."""
 
 from __future__ import annotations
 
@@ -13,13 +10,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mghft.cli_args import local_path
+from mghft.errors import MghftError, NotFoundError, UsageError
+
 _DATASETS = ("folder", "ser30k", "metmeme", "manifest")
+_STORE_HELP = "description store (SQLite file)"
 
 
 def _add_dataset_args(p: argparse.ArgumentParser, *, split_default: str = "train") -> None:
     g = p.add_argument_group("dataset")
     g.add_argument("--dataset", choices=_DATASETS, help="read a dataset instead of (or besides) PATHs")
-    g.add_argument("--root", type=Path, help="dataset folder (for manifest: the manifest file)")
+    g.add_argument("--root", type=local_path, help="dataset folder (for manifest: the manifest file)")
     g.add_argument("--split", default=split_default,
                    help=f"SER30K split: train, val, test or all (default: {split_default})")  # fmt: skip
     g.add_argument("--language", default="E", help="MET-MEME language: E, C or both (default: E)")
@@ -56,7 +57,7 @@ def _add_backend_args(p: argparse.ArgumentParser, *, offline: bool) -> None:
                         "accepts only its default)")  # fmt: skip
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--limit", type=int, help="at most this many images")
-    g.add_argument("-v", "--verbose", action="store_true", help="log each failure")
+    g.add_argument("-v", "--verbose", action="store_true", help="log each failure; on an error, the traceback")
 
 
 def register(subparsers: Any) -> None:
@@ -69,7 +70,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="image files or folders (searched recursively); with --engine ray also manifests "
                    "(.csv/.jsonl/.parquet) and object-store URIs")  # fmt: skip
-    p.add_argument("--store", type=Path,
+    p.add_argument("--store", type=local_path,
                    help="description store (SQLite file), created if missing (needed with --engine local)")  # fmt: skip
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="--engine ray: the Parquet folder to write (then `mghft descriptions import`)")  # fmt: skip
@@ -80,7 +81,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--redo", default="none", choices=("none", "stale", "all"),
                    help="redo described images: none, stale (other prompt version), all")  # fmt: skip
     p.add_argument("--no-ocr", action="store_true", help="offline backend: skip OCR")
-    p.add_argument("--summary-json", type=Path, help="also write the closing summary here")
+    p.add_argument("--summary-json", type=local_path, help="also write the closing summary here")
     p.add_argument("--dry-run", action="store_true", help="plan only: counts and the request estimate, no calls")
     from mghft.scale.cli import add_engine_args
 
@@ -90,31 +91,33 @@ def register(subparsers: Any) -> None:
     d = subparsers.add_parser("descriptions", help="inspect, export and import a description store")
     dsub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
     s = dsub.add_parser("stats", help="counts by backend, model and prompt; failures by error")
-    s.add_argument("--store", type=Path, required=True)
+    s.add_argument("--store", type=local_path, required=True, help=_STORE_HELP)
     s.set_defaults(handler=_cmd_stats)
     e = dsub.add_parser("export-official", help="write a SER30K annotation JSON with descriptions in 'text'")
-    e.add_argument("--store", type=Path, required=True)
-    e.add_argument("--annotations", type=Path, required=True, help="the SER30K annotation JSON to copy")
-    e.add_argument("--out", type=Path, required=True)
-    e.add_argument("--images-root", type=Path, help="the Images folder (default: found beside Annotations)")
+    e.add_argument("--store", type=local_path, required=True, help=_STORE_HELP)
+    e.add_argument("--annotations", type=local_path, required=True, help="the SER30K annotation JSON to copy")
+    e.add_argument("--out", type=local_path, required=True, help="annotation JSON to write")
+    e.add_argument("--images-root", type=local_path, help="the Images folder (default: found beside Annotations)")
     e.add_argument("--on-missing", default="error", choices=("error", "empty", "keep"),
                    help="record without description: fail, empty text, or keep its text")  # fmt: skip
     e.set_defaults(handler=_cmd_export_official)
     i = dsub.add_parser("import-official", help="read a public-code annotation JSON's descriptions into a store")
-    i.add_argument("--store", type=Path, required=True)
-    i.add_argument("--annotations", type=Path, required=True)
-    i.add_argument("--images-root", type=Path, required=True)
-    i.add_argument("--model", default="unknown", help="model to record as the author")
-    i.add_argument("--overwrite", action="store_true")
+    i.add_argument("--store", type=local_path, required=True, help=_STORE_HELP)
+    i.add_argument(
+        "--annotations", type=local_path, required=True, help="public-code annotation JSON with descriptions"
+    )
+    i.add_argument("--images-root", type=local_path, required=True, help="the Images folder its records point into")
+    i.add_argument("--model", default="unknown", help="LLM to record as the descriptions' author")
+    i.add_argument("--overwrite", action="store_true", help="replace descriptions the store already holds")
     i.set_defaults(handler=_cmd_import_official)
     x = dsub.add_parser("export-jsonl", help="one JSON line per description")
-    x.add_argument("--store", type=Path, required=True)
-    x.add_argument("--out", type=Path, required=True)
+    x.add_argument("--store", type=local_path, required=True, help=_STORE_HELP)
+    x.add_argument("--out", type=local_path, required=True, help="JSONL file to write")
     x.set_defaults(handler=_cmd_export_jsonl)
     m = dsub.add_parser("import-jsonl", help="merge JSONL exports (e.g. of shards) into a store")
-    m.add_argument("--store", type=Path, required=True)
-    m.add_argument("files", nargs="+", type=Path)
-    m.add_argument("--overwrite", action="store_true")
+    m.add_argument("--store", type=local_path, required=True, help=_STORE_HELP)
+    m.add_argument("files", nargs="+", type=local_path, metavar="FILE", help="JSONL files written by export-jsonl")
+    m.add_argument("--overwrite", action="store_true", help="replace descriptions the store already holds")
     m.set_defaults(handler=_cmd_import_jsonl)
     g = dsub.add_parser("import", help="read descriptions into a store: an `--engine ray` output folder, or JSONL")
     g.add_argument("sources", nargs="+", type=Path, metavar="SOURCE",
@@ -135,7 +138,7 @@ def register(subparsers: Any) -> None:
                    help="class names for PATHs without --dataset (default: the seven SER30K classes)")  # fmt: skip
     _add_dataset_args(z, split_default="test")
     _add_backend_args(z, offline=False)
-    z.add_argument("--out", type=Path, required=True, help="output folder")
+    z.add_argument("--out", type=local_path, required=True, help="output folder")
     z.set_defaults(handler=_cmd_zeroshot)
 
 
@@ -150,10 +153,9 @@ def _setup_logging(verbose: bool) -> None:
 
 def _read_dataset(args: argparse.Namespace) -> Any:
     import mghft.data as data
-    from mghft.errors import UsageError
 
     if args.root is None:
-        raise UsageError(f"--dataset {args.dataset} needs --root", hint=f"add --root PATH to the {args.dataset} data")
+        raise UsageError(f"--dataset {args.dataset} needs --root", hint="--root <the dataset folder or manifest file>")
     try:
         if args.dataset == "ser30k":
             return data.read_ser30k(args.root, args.split)
@@ -163,9 +165,7 @@ def _read_dataset(args: argparse.Namespace) -> Any:
             return data.read_manifest(args.root)
         return data.read_folder(args.root)
     except (OSError, ValueError) as err:  # missing files, format errors (they name file and line)
-        from mghft.errors import MghftError
-
-        raise MghftError(f"cannot read {args.dataset} dataset: {err}") from None
+        raise MghftError(f"cannot read the {args.dataset} dataset at --root {args.root}: {err}") from err
 
 
 def list_images(paths: Sequence[Path]) -> list[Path]:
@@ -175,9 +175,7 @@ def list_images(paths: Sequence[Path]) -> list[Path]:
 
     found = find_images(paths)
     if found.missing:
-        from mghft.errors import UsageError
-
-        raise UsageError(f"no such file or folder: {found.missing[0].path}")
+        raise NotFoundError(f"no such file or folder: {found.missing[0].path}")
     for s in found.skipped:
         print(f"skipped {s}", file=sys.stderr)
     if found.skipped:
@@ -186,12 +184,11 @@ def list_images(paths: Sequence[Path]) -> list[Path]:
 
 
 def _backend(args: argparse.Namespace, *, offline_ok: bool) -> Any:
-    from mghft.errors import UsageError
     from mghft.interpret.backends import build_backend
     from mghft.interpret.clients import RetryPolicy
 
     if not offline_ok and args.backend.strip().lower() == "offline":
-        raise UsageError("zeroshot needs an LLM backend, not 'offline'", hint="--backend <provider>:<model>")
+        raise UsageError("--backend: zeroshot needs an LLM backend, not 'offline'", hint="e.g. --backend openai:gpt-4o")
     if args.timeout <= 0 or args.max_response_mb <= 0:
         raise UsageError("--timeout and --max-response-mb must be positive")
     try:
@@ -224,7 +221,6 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _cmd_interpret(args: argparse.Namespace) -> int:
-    from mghft.errors import UsageError
     from mghft.interpret.clients import FatalBackendError
     from mghft.interpret.redact import redact_url
     from mghft.interpret.runner import WorkItem, items_from_index, parse_shard, plan_batch, run_batch
@@ -328,8 +324,7 @@ def _cmd_export_official(args: argparse.Namespace) -> int:
                 store, args.annotations, args.out, images_root=args.images_root, on_missing=args.on_missing
             )
         except (ValueError, FileNotFoundError) as err:
-            print(err, file=sys.stderr)
-            return 1
+            raise MghftError(str(err)) from err
     print(report.format())
     return 0
 
@@ -347,8 +342,10 @@ def _cmd_import_official(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_jsonl(args: argparse.Namespace) -> int:
+    from mghft.cli_args import output_format
     from mghft.interpret.store import DescriptionStore
 
+    output_format(args.out, None, {".jsonl": "jsonl"})
     with DescriptionStore(args.store) as store:
         print(f"{store.export_jsonl(args.out)} descriptions written to {args.out}")
     return 0
@@ -384,7 +381,6 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _zeroshot_index(args: argparse.Namespace) -> Any:
     """The images to classify: the dataset's (labelled, its classes) and the PATHs' (unlabelled)."""
     from mghft.data.records import DatasetIndex, Sample
-    from mghft.errors import UsageError
 
     if not args.paths and not args.dataset:
         example = "mghft zeroshot --dataset ser30k --root data/SER30K --backend B --out DIR"
@@ -450,14 +446,3 @@ def _cmd_zeroshot(args: argparse.Namespace) -> int:
     if summary["fatal_error"]:  # one message naming the (redacted) URL, and the fix
         raise FatalBackendError(summary["fatal_error"], hint=summary["fatal_hint"] or None)
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``mghft`` command line (these commands included); kept so ``python -m mghft.interpret.cli`` works."""
-    from mghft.cli import main as mghft_main
-
-    return mghft_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from mghft.config import ModelConfig
+from mghft.data.transforms import CLIP_MEAN, CLIP_STD
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+__all__ = ["CLIP_MEAN", "CLIP_STD", "ClipClassifier", "TextOnlyClassifier"]
 
 
 class TextOnlyClassifier(nn.Module):

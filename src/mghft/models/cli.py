@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+
+from mghft.cli_args import local_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,14 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "never executing code), map its keys onto this project's model and write a checkpoint folder "
         "(model.safetensors + config.json).",
     )
-    p.add_argument("checkpoint", type=Path, help="the public code's .pth file")
-    p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    p.add_argument("--model", default="mghft_pvt_small", help="registered variant it was trained as")
+    p.add_argument("checkpoint", type=local_path, help="the public code's .pth file")
+    p.add_argument("--out", type=local_path, required=True, help="checkpoint folder to write")
+    p.add_argument("--model", default="mghft_pvt_small", help="registered variant it was trained as (`mghft models`)")
     p.add_argument(
         "--compat",
         choices=("official", "none"),
         default="official",
-        help="official: keep the public code's behaviour (default, matches how it was trained); none: corrected model",
+        help="official: keep the public code's behaviour (matches how it was trained); none: the corrected model",
     )
     p.add_argument("--class-names", nargs="+", help="label names in output order (default: SER30K's 7)")
     p.add_argument("--with-text-encoder", action="store_true", help="also keep the checkpoint's BERT weights")

@@ -10,8 +10,10 @@ import torch
 from torch import Tensor, nn
 
 from mghft.config import ModelConfig, apply_compat
+from mghft.errors import UsageError
 from mghft.hub import (
     WEIGHTS_NAME,
+    CheckpointError,
     load_state_dict_file,
     read_checkpoint_meta,
     resolve_checkpoint_dir,
@@ -49,7 +51,7 @@ def load_backbone_weights(backbone: Backbone, state_dict: dict[str, Tensor]) -> 
     unexpected = set(state_dict) - set(own)
     bad_shape = [k for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape]
     if missing or unexpected or bad_shape:
-        raise ValueError(
+        raise CheckpointError(
             "backbone checkpoint does not fit: "
             + "; ".join(
                 f"{what}: {sorted(keys)[:6]}"
@@ -115,17 +117,38 @@ def create_model(
         changes["image_size"] = image_size
     if changes:
         cfg = cfg.replace(**changes)
+    check_pretrained(cfg, pretrained, backbone_weights)
     model = build_model(cfg, text_encoder, offline)
-    if (pretrained or backbone_weights) and cfg.arch != "mghft":
-        raise ValueError(f"pretrained backbone weights apply to MGHFT models, not to the {cfg.arch!r} baseline")
     if pretrained or backbone_weights:
         vname = cfg.vision.name
-        if backbone_weights is None and (vname is None or vname not in BACKBONE_WEIGHTS):
-            raise ValueError(f"no released ImageNet weights for backbone {vname!r}; pass backbone_weights=<file>")
         entry = BACKBONE_WEIGHTS.get(vname) if vname else None
         path = backbone_weights if entry is None else resolve_weights(entry, backbone_weights, weights_dir, offline)
         load_backbone_weights(model.backbone, load_state_dict_file(path))
     return model
+
+
+def check_pretrained(
+    cfg: ModelConfig, pretrained: bool | str | Path, backbone_weights: str | Path | None = None
+) -> None:
+    """Check that ImageNet backbone weights can exist for ``cfg`` when they are asked for.
+
+    Raises:
+        UsageError: a baseline (no PVT backbone) or a backbone without released weights (e.g. ``mghft_tiny``),
+            with the fix (``pretrained: false`` or an explicit weights file).
+    """
+    if not (pretrained or backbone_weights):
+        return
+    fix = "train it from scratch with pretrained: false (--set pretrained=false; in Python pretrained=False)"
+    if cfg.arch != "mghft":
+        raise UsageError(f"pretrained: ImageNet backbone weights apply to MGHFT models, not to the {cfg.arch!r} "
+                         "baseline", hint=fix)  # fmt: skip
+    vname = cfg.vision.name
+    if backbone_weights is None and (vname is None or vname not in BACKBONE_WEIGHTS):
+        raise UsageError(
+            f"pretrained: model {cfg.name!r} has no released ImageNet weights (its backbone is "
+            + (f"{vname!r})" if vname else "a custom shape)"),
+            hint=fix + ", or give an ImageNet weights file (backbone_weights=<file>)",
+        )
 
 
 def load_model(
@@ -153,7 +176,7 @@ def load_model(
     missing = [k for k in own if k not in sd and not (k.startswith("text_encoder.") and not has_encoder_weights)]
     unexpected = [k for k in sd if k not in own]
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{folder / WEIGHTS_NAME} does not fit its config: missing {missing[:6]}, unexpected {unexpected[:6]}"
         )
     model.load_state_dict(sd, strict=False)
@@ -173,17 +196,33 @@ def load_official(
     The text encoder's weights are loaded too when ``text_encoder=True`` and the checkpoint carries them.
     """
     sd = state_dict_or_path
+    where = "" if isinstance(sd, dict) else f"{sd}: "
     if not isinstance(sd, dict):
         sd = load_state_dict_file(sd)
-    converted = convert_official(sd)
+    try:
+        converted = convert_official(sd)
+    except KeyError as e:
+        raise CheckpointError(
+            f"{where}not a checkpoint of the public MGHFT code: {e.args[0]}",
+            hint="convert-official reads the public code's .pth files; a checkpoint of this project loads as it is",
+        ) from e
     model = create_model(name, compat=compat, text_encoder=text_encoder, **kwargs)
     if model.text_encoder is None:
         converted = {k: v for k, v in converted.items() if not k.startswith("text_encoder.")}
+    fix = "convert with the variant it was trained as (--model; `mghft models` lists them)"
+    own = model.state_dict()
+    bad_shape = [k for k, v in converted.items() if k in own and own[k].shape != v.shape]
+    if bad_shape:
+        raise CheckpointError(
+            f"{where}public-code weights do not fit {model.cfg.name}: shape mismatch in {bad_shape[:6]}", hint=fix
+        )
     result = model.load_state_dict(converted, strict=False)
     missing = [k for k in result.missing_keys if k != "missing_view" and not k.startswith("text_encoder.")]
     if missing or result.unexpected_keys:
-        raise ValueError(
-            f"public-code weights do not fit: missing {missing[:6]}, unexpected {result.unexpected_keys[:6]}"
+        raise CheckpointError(
+            f"{where}public-code weights do not fit {model.cfg.name}: missing {missing[:6]}, "
+            f"unexpected {result.unexpected_keys[:6]}",
+            hint=fix,
         )
     return model
 

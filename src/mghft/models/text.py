@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from mghft.config import TextConfig
+from mghft.errors import MghftError
+from mghft.hub import offline_mode
 from mghft.views import VIEW_TITLES, VIEWS, format_official_text
 
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
@@ -22,13 +24,8 @@ PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
 _MIN_VOCAB = 1000
 
 
-class TextEncoderUnavailable(RuntimeError):
+class TextEncoderUnavailable(MghftError, RuntimeError):
     """The text encoder's files are not here and may not be downloaded; the message says what to get."""
-
-
-def offline_mode() -> bool:
-    """True when ``MGHFT_OFFLINE`` or ``HF_HUB_OFFLINE`` is set to a true value: nothing touches the network."""
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("MGHFT_OFFLINE", "HF_HUB_OFFLINE"))
 
 
 def resolve_encoder_source(name: str) -> str:

@@ -9,7 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mghft.cli_args import local_path
+from mghft.errors import UsageError
 from mghft.scale.cli import add_engine_args
+
+PREDICT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
+EXPORT_FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript"}
 
 
 def _add_interpreter_args(p: argparse.ArgumentParser) -> None:
@@ -19,7 +24,7 @@ def _add_interpreter_args(p: argparse.ArgumentParser) -> None:
                    "(e.g. openai:gpt-4o, vllm:Qwen/Qwen2.5-VL-7B-Instruct); default: run without views")  # fmt: skip
     g.add_argument("--base-url", action="append", default=[], metavar="URL", help="interpreter server URL (/v1)")
     g.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the interpreter's API key")
-    g.add_argument("--store", type=Path,
+    g.add_argument("--store", type=local_path,
                    help="description store (SQLite): views written by `mghft interpret` are read from it, "
                    "and new ones cached in it")  # fmt: skip
     g.add_argument("--reuse", choices=("same", "any"), default="same",
@@ -36,15 +41,18 @@ def register(sub: Any) -> None:
         "files). Unreadable files are reported by name and skipped.",
     )
     p.add_argument("paths", nargs="*", metavar="PATH",
-                   help="image files or folders (with --engine ray also manifests and object-store URIs)")  # fmt: skip
+                   help="local image files or folders (--engine ray: also manifests, object-store URIs)")  # fmt: skip
     p.add_argument("--model", required=True, help="checkpoint folder or Hugging Face Hub repo id")
-    p.add_argument("--out", type=Path, help="output file: .csv or .jsonl (optional with a sticker pack)")
-    p.add_argument("--format", choices=("csv", "jsonl"), help="output format (default: from the --out suffix)")
+    p.add_argument("--out", type=local_path,
+                   help="output file: .csv or .jsonl (its extension picks the format); with --engine ray a folder "
+                   "(Parquet); optional with a sticker pack")  # fmt: skip
+    p.add_argument("--format", choices=("csv", "jsonl"), help="output format, whatever --out's extension")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
-    p.add_argument("--workers", type=int, default=4, help="threads decoding images")
+    p.add_argument("--workers", type=int, default=4, help="threads decoding images (at most the machine's cores)")
     p.add_argument("--max-pixels", type=int, default=50_000_000, help="skip images larger than this (w x h)")
     p.add_argument("--explain", nargs="?", const="", default=None, metavar="DIR",
-                   help="write heatmap overlays (PNG) into DIR (default: <out>_explain/)")  # fmt: skip
+                   help="write labelled heatmap overlays (PNG: the sticker in grey, the patches the model picked "
+                   "in colour, the prediction below) into DIR (default: <out>_explain/)")  # fmt: skip
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("probabilities and emoji tags")
@@ -82,7 +90,7 @@ def register(sub: Any) -> None:
     )
     s.add_argument("--model", required=True, help="checkpoint folder or Hugging Face Hub repo id")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     s.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
     s.add_argument("--batch-size", type=int, default=8, help="most images per forward pass")
     s.add_argument("--batch-wait-ms", type=float, default=5.0, help="wait for a batch to fill, milliseconds")
@@ -103,8 +111,9 @@ def register(sub: Any) -> None:
     s.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="a Host name the service answers (repeatable; '*' for any); default: localhost, "
                    "127.0.0.1, ::1 and the --host address, against DNS rebinding")  # fmt: skip
-    s.add_argument("--api-key-file", type=Path,
-                   help="require this key (file content) in X-API-Key; default: $MGHFT_API_KEY, else none")  # fmt: skip
+    s.add_argument("--api-key-file", type=local_path,
+                   help="require this key (the file's content) in an X-API-Key header or as a Bearer token "
+                   "(Authorization: Bearer KEY); default: $MGHFT_API_KEY, else no key")  # fmt: skip
     _add_interpreter_args(s)
     s.set_defaults(handler=_cmd_serve)
 
@@ -114,9 +123,12 @@ def register(sub: Any) -> None:
         description="Write the vision and fusion graph (text encoder excluded: it takes encoded view features) "
         "with the class names and preprocessing inside the file, then compare its outputs with the PyTorch model.",
     )
-    e.add_argument("model", help="checkpoint folder or Hugging Face Hub repo id")
-    e.add_argument("--out", type=Path, required=True, help="model.onnx or model.pt")
-    e.add_argument("--format", choices=("onnx", "torchscript"), help="default: from the suffix (.onnx = ONNX)")
+    e.add_argument("model", nargs="?", help="checkpoint folder or Hugging Face Hub repo id (or give --model)")
+    e.add_argument("--model", dest="model_option", metavar="MODEL", help="the same, as in the other commands")
+    e.add_argument(
+        "--out", type=local_path, required=True, help="model.onnx (ONNX) or model.pt / model.ts (TorchScript)"
+    )
+    e.add_argument("--format", choices=("onnx", "torchscript"), help="export format, whatever --out's extension")
     e.add_argument("--opset", type=int, default=17, help="ONNX opset")
     e.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed |difference| of probabilities")
     e.set_defaults(handler=_cmd_export)
@@ -142,7 +154,12 @@ def _build_interpreter(args: argparse.Namespace) -> Any:
     store = DescriptionStore(args.store) if args.store else None
     if not args.interpreter:
         return _StoreOnly(store)
-    backend = build_backend(args.interpreter, base_urls=args.base_url, api_key_env=args.api_key_env)
+    try:
+        backend = build_backend(args.interpreter, base_urls=args.base_url, api_key_env=args.api_key_env)
+    except ValueError as err:  # an unknown provider, a missing key or URL: the flag is at fault
+        if store is not None:
+            store.close()
+        raise UsageError(f"--interpreter {args.interpreter}: {err}") from None
     return Interpreter(backend, store, reuse=args.reuse)
 
 
@@ -237,31 +254,31 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from mghft.cli_args import output_format
     from mghft.data.images import ImageLoadError
     from mghft.emoji import read_emoji_map, telegram_stickers, unique_files, whatsapp_stickers
-    from mghft.serve.predictor import heatmap_overlay, load_predictor
+    from mghft.errors import MghftError
+    from mghft.resources import cap_workers
+    from mghft.serve.overlay import labelled_overlay
+    from mghft.serve.predictor import load_predictor
 
     if args.engine == "ray":
         from mghft.scale.cli import predict_with_ray
 
         return predict_with_ray(args)
-    args.paths = [Path(p) for p in args.paths]
+    try:
+        args.paths = [local_path(str(p)) for p in args.paths]
+    except argparse.ArgumentTypeError as err:  # a URL: only --engine ray reads object stores
+        raise UsageError(f"PATH: {err}", hint="--engine ray reads object-store URIs") from None
     packs = [whatsapp_stickers(d) for d in args.whatsapp_pack] + [telegram_stickers(f) for f in args.telegram_list]
     if args.out is None and not packs:
-        print("error: give --out (a .csv or .jsonl file) or a sticker pack to fill", file=sys.stderr)
-        return 2
+        raise UsageError(
+            "give --out (a .csv or .jsonl file) or a sticker pack to fill (--whatsapp-pack, --telegram-list)"
+        )
     if not args.paths and not packs:
-        print("error: give image files or folders (PATH), or a sticker pack", file=sys.stderr)
-        return 2
+        raise UsageError("give image files or folders (PATH), or a sticker pack to fill")
     out = args.out
-    fmt = (
-        None
-        if out is None
-        else args.format or ("csv" if out.suffix.lower() == ".csv" else "jsonl" if out.suffix else None)
-    )
-    if out is not None and fmt is None:
-        print("error: give --format or an --out file ending in .csv or .jsonl", file=sys.stderr)
-        return 2
+    fmt = output_format(out, args.format, PREDICT_FORMATS) if out is not None else None
     found = find_images(args.paths)
     files, ignored = found.files, found.ignored
     for s in found.skipped:  # never opened: a FIFO would block, /dev/zero never ends
@@ -306,7 +323,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     writer = _Writer(out, fmt, predictor.class_names, explain=True) if out is not None else None
     bar = tqdm(total=len(files), unit="img", disable=args.no_progress, file=sys.stderr)
     try:
-        with ThreadPoolExecutor(max(1, args.workers)) as pool:
+        with ThreadPoolExecutor(max(1, cap_workers(args.workers, "--workers"))) as pool:
             for start in range(0, len(files), args.batch_size):
                 chunk = files[start : start + args.batch_size]
                 good, texts, sources = [], [], []
@@ -329,7 +346,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                     overlay = ""
                     if explain_dir is not None and pred.explanation is not None and loaded.image is not None:
                         target = overlay_path(explain_dir, start + k, pred.name)
-                        _save_overlay(heatmap_overlay(loaded.image, pred.explanation), target)
+                        caption = f"{pred.label} {pred.confidence:.0%}  ({Path(pred.name).name})"
+                        _save_overlay(labelled_overlay(loaded.image, pred.explanation, caption), target)
                         overlay = str(target)
                     if writer is not None:
                         writer.write(pred, overlay)
@@ -358,7 +376,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(
         f"{done} predicted, {skipped} skipped, {ignored} non-image files ignored -> {out or 'packs'}", file=sys.stderr
     )
-    return 0 if done or not skipped else 1
+    if skipped and not done:
+        raise MghftError(f"none of the {skipped} image file(s) could be read (each is named above)")
+    return 0
 
 
 def _fill_packs(args: argparse.Namespace, tags: dict[Path, list[str]]) -> list[dict[str, Any]]:
@@ -533,18 +553,44 @@ def _server_class() -> Any:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from mghft.cli_args import output_format
+    from mghft.errors import MghftError
     from mghft.export import ExportedModel, compare_outputs, example_inputs, export_model
     from mghft.models.factory import load_model
 
-    model = load_model(args.model, text_encoder=False).eval()
-    path = export_model(model, args.out, format=args.format, opset=args.opset)
+    if bool(args.model) == bool(args.model_option):
+        raise UsageError("export: give the checkpoint once, as MODEL or --model", hint="mghft export --help")
+    fmt = output_format(args.out, args.format, EXPORT_FORMATS)
+    model = load_model(args.model or args.model_option, text_encoder=False).eval()
+    path = export_model(model, args.out, format=fmt, opset=args.opset)
     report = compare_outputs(model, ExportedModel(path), example_inputs(model, batch=3, seed=1))
     size = path.stat().st_size / 1e6
-    print(f"wrote {path} ({size:.1f} MB)")
-    for name, value in report.items():
-        what = "equal entries" if name.startswith("patches") else "max |diff|"
-        print(f"  {name:18s} {what}: {value:.3g}")
+    print(f"wrote {path} ({fmt}, {size:.1f} MB); compared with PyTorch on 3 example inputs:")
+    for line in export_verdict(report, args.tolerance):
+        print(line)
     ok = report["probabilities"] <= args.tolerance
     if not ok:
-        print(f"error: probabilities differ by more than {args.tolerance}", file=sys.stderr)
-    return 0 if ok else 1
+        raise MghftError(
+            f"export: probabilities differ from PyTorch by {report['probabilities']:.2g}, more than the tolerance "
+            f"{args.tolerance:g}; {path} is written but does not reproduce the model",
+            hint="try --format torchscript or another --opset",
+        )
+    return 0
+
+
+def export_verdict(report: dict[str, float], tolerance: float) -> list[str]:
+    """The lines ``mghft export`` prints: each output's agreement, then PASS/FAIL against ``tolerance``."""
+    lines = []
+    for name, value in report.items():
+        if name.startswith("patches"):
+            lines.append(f"  {name:18s} equal picks: {value:.1%}")
+        else:
+            lines.append(f"  {name:18s} max |diff|: {value:.2g}")
+    worst = report["probabilities"]
+    verdict = "PASS" if worst <= tolerance else "FAIL"
+    picks = [v for k, v in report.items() if k.startswith("patches")]
+    note = ""
+    if picks and min(picks) < 1:
+        note = "; patch picks that differ are near-ties in the attention scores (the check is on probabilities)"
+    lines.append(f"{verdict}: probabilities within {worst:.2g} of PyTorch, tolerance {tolerance:g}{note}")
+    return lines

@@ -43,6 +43,7 @@ from mghft.models.mghft import MGHFT
 from mghft.models.text import view_texts
 from mghft.provenance import training_views, view_keep
 from mghft.serve.cache import ByteLRU
+from mghft.serve.overlay import heatmap_overlay, labelled_overlay
 from mghft.views import VIEWS, parse_official_text
 
 ImageInput = str | PathLike[str] | bytes | bytearray | memoryview | Image.Image
@@ -216,22 +217,6 @@ def combine_heatmaps(
     pooled = torch.nn.functional.adaptive_avg_pool2d(avg, out)[0, 0]
     peak = float(pooled.max())
     return (pooled / peak if peak > 0 else pooled).numpy().astype(np.float32)
-
-
-def heatmap_overlay(image: Image.Image, explanation: Explanation, alpha: float = 0.55) -> Image.Image:
-    """The image with the heatmap laid over the model's crop (red = picked often), as RGB."""
-    base = image.convert("RGB")
-    x0, y0, x1, y1 = (int(round(c)) for c in explanation.crop_box)
-    box = (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1))
-    heat = np.clip(explanation.heatmap, 0.0, 1.0)
-    rgba = np.zeros((*heat.shape, 4), dtype=np.uint8)
-    rgba[..., 0] = 255
-    rgba[..., 1] = (80 * (1 - heat)).astype(np.uint8)
-    rgba[..., 3] = (255 * alpha * heat).astype(np.uint8)
-    layer = Image.fromarray(rgba, mode="RGBA").resize((box[2] - box[0], box[3] - box[1]), Image.Resampling.BILINEAR)
-    out = base.convert("RGBA")
-    out.alpha_composite(layer, dest=(box[0], box[1]))
-    return out.convert("RGB")
 
 
 class Predictor:
@@ -660,5 +645,6 @@ __all__ = [
     "combine_heatmaps",
     "crop_box",
     "heatmap_overlay",
+    "labelled_overlay",
     "load_predictor",
 ]

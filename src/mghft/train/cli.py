@@ -3,7 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Any
+
+from mghft.cli_args import local_path
+from mghft.errors import NotFoundError, UsageError
+
+CONFIG_DOC = "docs/config.md"
+
+
+def override(text: str) -> str:
+    """An argparse type for ``--set KEY=VALUE``: the key and the ``=`` must be there (the value may be empty)."""
+    key, sep, _ = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not KEY=VALUE (e.g. --set epochs=3, --set data.root=data/SER30K; fields: {CONFIG_DOC})"
+        )
+    return text
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        type=override,
+        metavar="KEY=VALUE",
+        help=f"override a config field, e.g. --set epochs=3 --set data.root=data/SER30K (repeatable; values are "
+        f"read as YAML; every field: {CONFIG_DOC})",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -11,17 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model from a YAML config (see configs/)",
         description="Train, select the checkpoint on val (or on test only when the config asks, with a warning), "
-        "and evaluate it once on test. Multi-GPU/multi-node: torchrun --nproc-per-node N -m mghft train CONFIG.",
+        "and evaluate it once on test. Multi-GPU/multi-node: torchrun --nproc-per-node N -m mghft train CONFIG. "
+        f"Every config field is described in {CONFIG_DOC}.",
     )
-    p.add_argument("config", type=Path, help="YAML training config")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set epochs=3 --set data.root=/data/SER30K (repeatable)",
-    )
+    p.add_argument("config", type=local_path, help="YAML training config, e.g. configs/ser30k/mghft.yaml")
+    _add_set(p)
     p.add_argument(
         "--resume",
         action="store_true",
@@ -38,15 +62,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="evaluate a checkpoint on a dataset split and write a report",
-        description="Metrics with bootstrap 95%% intervals, per-class table, confusion matrix (PNG + JSON), the "
-        "same with every view absent, and for SER30K a comparison with the published numbers.",
+        description="Metrics with bootstrap 95% intervals, per-class table, confusion matrix (PNG + JSON), the "
+        "same with every view absent, and for SER30K a comparison with the published numbers. The data section "
+        "comes from the run's own train.yaml beside the checkpoint unless --config is given.",
     )
-    p.add_argument("--model", required=True, help="checkpoint folder or Hugging Face Hub repo id")
-    p.add_argument("--config", type=Path, help="training config whose data section to use")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--out", type=Path, required=True, help="report folder")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--model", required=True, help="checkpoint folder (e.g. runs/ser30k/mghft/best) or Hub repo id")
+    p.add_argument(
+        "--config",
+        type=local_path,
+        help="training config whose data section to use (default: the run's train.yaml beside the checkpoint)",
+    )
+    _add_set(p)
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="dataset split to evaluate")
+    p.add_argument("--out", type=local_path, required=True, help="report folder")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: no intervals)")
     p.set_defaults(handler=_evaluate)
 
@@ -57,39 +86,97 @@ def register(sub: argparse._SubParsersAction) -> None:
         "stored in the checkpoint's config.json and applied by predict, serve and export; writes ECE, NLL and a "
         "reliability diagram before and after into <checkpoint>/calibration/. Training runs do this on their own.",
     )
-    p.add_argument("model", type=Path, help="checkpoint folder (updated in place)")
-    p.add_argument("--config", type=Path,
+    p.add_argument("model", type=local_path, help="checkpoint folder (updated in place)")
+    p.add_argument("--config", type=local_path,
                    help="training config whose data section to use (default: the run's train.yaml beside the "
                    "checkpoint)")  # fmt: skip
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field (repeatable)")  # fmt: skip
+    _add_set(p)
     p.add_argument("--split", default="val", choices=("train", "val"), help="split to fit on (default: val)")
-    p.add_argument("--emoji-map", type=Path, metavar="FILE",
+    p.add_argument("--emoji-map", type=local_path, metavar="FILE",
                    help="JSON {label: emoji} to store with the checkpoint (default: the built-in map)")  # fmt: skip
-    p.add_argument("--out", type=Path, help="report folder (default: <checkpoint>/calibration)")
+    p.add_argument("--out", type=local_path, help="report folder (default: <checkpoint>/calibration)")
     p.set_defaults(handler=_calibrate)
+
+
+def _config_file(path: Path, flag: str) -> Path:
+    if not path.is_file():
+        what = "is a folder, not a YAML file" if path.is_dir() else "does not exist"
+        raise NotFoundError(
+            f"{flag + ': ' if flag else ''}config file {path} {what}",
+            hint="configs/ holds the shipped configs, e.g. configs/ser30k/mghft.yaml",
+        )
+    return path
+
+
+def check_data_root(cfg: Any) -> None:
+    """Stop early, naming ``data.root``, when the dataset it points at is not there."""
+    root = cfg.data.root
+    if root is None or not str(root).strip():
+        raise UsageError(
+            f"data.root: not set (the {cfg.data.format} dataset's folder or manifest file)",
+            hint="set it in the config or with --set data.root=<path>",
+        )
+    if not Path(root).exists():
+        raise NotFoundError(
+            f"data.root: {root} does not exist ({cfg.data.format} dataset)",
+            hint="point it at the dataset with --set data.root=<path>",
+        )
+
+
+def check_model(cfg: Any) -> None:
+    """Stop early, naming the field, when ``model`` is unknown or has no ImageNet weights to start from."""
+    if isinstance(cfg.pretrained, str) and cfg.pretrained != "imagenet":
+        return  # a checkpoint to start from: it fixes the model
+    from mghft.models.factory import check_pretrained
+    from mghft.registry import get_model_config
+
+    model = get_model_config(cfg.model)
+    if cfg.model_overrides:
+        model = model.replace(**cfg.model_overrides)
+    check_pretrained(model, cfg.pretrained)
 
 
 def _train(args: argparse.Namespace) -> int:
     from mghft.train.config import TrainConfig
     from mghft.train.loop import train
 
-    cfg = TrainConfig.from_file(args.config, args.overrides)
+    cfg = TrainConfig.from_file(_config_file(args.config, ""), args.overrides)
+    check_model(cfg)
+    check_data_root(cfg)
     train(cfg, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def run_config_path(model: str) -> Path | None:
+    """The ``train.yaml`` a training run wrote beside a local checkpoint folder (``<run>/best``), if any."""
+    folder = Path(model)
+    for candidate in (folder.parent / "train.yaml", folder / "train.yaml"):
+        if folder.is_dir() and candidate.is_file():
+            return candidate
+    return None
+
+
+def _run_config(args: argparse.Namespace) -> Any:
+    """The training config of the checkpoint's run: ``--config``, else the ``train.yaml`` beside it."""
     from mghft.train.config import TrainConfig
+
+    if args.config is not None:
+        return TrainConfig.from_file(_config_file(args.config, "--config"), args.overrides)
+    found = run_config_path(args.model)
+    if found is None:
+        raise UsageError(
+            f"--config: no train.yaml beside the checkpoint {args.model}, so the dataset is unknown",
+            hint="give the training config with --config (its data section says what to read)",
+        )
+    print(f"dataset and split file from {found}", file=sys.stderr)
+    return TrainConfig.from_file(found, [f"output={found.parent}", *args.overrides])
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from mghft.train.evaluate import evaluate_checkpoint
 
-    cfg = (
-        TrainConfig.from_file(args.config, args.overrides)
-        if args.config
-        else TrainConfig.from_dict(
-            __import__("mghft.train.config", fromlist=["apply_overrides"]).apply_overrides({}, args.overrides)
-        )
-    )
+    cfg = _run_config(args)
+    check_data_root(cfg)
     res = evaluate_checkpoint(
         args.model, cfg, split=args.split, out=args.out, batch_size=args.batch_size, bootstrap=args.bootstrap
     )
@@ -104,14 +191,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from mghft.emoji import read_emoji_map
-    from mghft.errors import UsageError
     from mghft.train.calibrate import calibrate_checkpoint
-    from mghft.train.config import TrainConfig
 
-    config = args.config or args.model.parent / "train.yaml"
-    if not config.is_file():
-        raise UsageError(f"no training config: {config} does not exist", hint="pass --config with the run's train.yaml")
-    cfg = TrainConfig.from_file(config, args.overrides)
+    cfg = _run_config(args)
+    check_data_root(cfg)
     emoji = read_emoji_map(args.emoji_map) if args.emoji_map else None
     cal = calibrate_checkpoint(args.model, cfg, split=args.split, out=args.out, emoji=emoji)
     print(

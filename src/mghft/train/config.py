@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mghft.config import ConfigError, ModelConfig, check_fields, coerce_partial, dump_yaml, load_yaml
+import yaml
+
+from mghft.config import CONFIG_DOC_HINT, ConfigError, ModelConfig, check_fields, coerce_partial, dump_yaml, load_yaml
 from mghft.views import VIEWS
 
 DATA_FORMATS = ("ser30k", "metmeme", "manifest", "folder")
@@ -184,7 +186,10 @@ def load_yaml_with_base(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, A
     path = path.resolve()
     if path in _seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
-    data = load_yaml(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     base = data.pop("base", None)
@@ -225,5 +230,5 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"{where}{unknown[0]}: unknown field (known: {sorted(names)})")
+        raise ConfigError(f"{where}{unknown[0]}: unknown field (known: {sorted(names)})", hint=CONFIG_DOC_HINT)
     return cls(**data)

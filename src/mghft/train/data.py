@@ -25,7 +25,7 @@ from mghft.data import (
     validate_index,
 )
 from mghft.data.splits import empty_split_error, resolve_group_by, ser30k_official_split
-from mghft.errors import MghftError
+from mghft.errors import DataError, MghftError
 from mghft.train.config import DataConfig
 from mghft.train.randomness import item_rng, item_uniforms
 
@@ -35,16 +35,24 @@ class SplitOverlapError(MghftError):
 
 
 def load_splits(
-    cfg: DataConfig, output: Path, log: bool = True, *, create_split: bool = True, report_dir: Path | None = None
+    cfg: DataConfig,
+    output: Path,
+    log: bool = True,
+    *,
+    create_split: bool = True,
+    report_dir: Path | None = None,
+    splits: tuple[str, ...] = ("train", "val", "test"),
 ) -> dict[str, DatasetIndex]:
-    """``{"train", "val", "test"}`` indexes for ``cfg``, validated (bad items stop the run or are skipped).
+    """The ``splits`` indexes for ``cfg`` (all three by default), validated (bad items stop the run or are skipped).
+
+    Only the files of the splits asked for are read (evaluating ``test`` needs no ``train.json``).
 
     Without an official split the run's split file (``data.split_file`` or ``<output>/split.json``) is read, or
     made and written when ``create_split``; with ``log`` skipped items are printed and saved to
     ``<report_dir or output>/skipped.json``.
     """
     if cfg.format == "ser30k" and not cfg.split_file and ser30k_official_split(cfg.root, cfg.annotations):
-        parts = {s: read_ser30k(cfg.root, s, cfg.annotations) for s in ("train", "val", "test")}
+        parts = {s: read_ser30k(cfg.root, s, cfg.annotations) for s in splits}
     else:
         if cfg.format == "ser30k":  # all_annos.json (or one annotation file), split here by topic
             whole = read_ser30k(cfg.root, "all", cfg.annotations)
@@ -67,11 +75,12 @@ def load_splits(
                 print(f"split: {note}")
             split = stratified_split(whole, cfg.split_fractions, seed=cfg.split_seed, group_by=group_by, note=note)
             split.save(split_path)
-        parts = split.apply(whole)
-    classes = parts["train"].classes
+        parts = {name: part for name, part in split.apply(whole).items() if name in splits}
+    first = "train" if "train" in parts else next(iter(parts))
+    classes = parts[first].classes
     for name, part in parts.items():
         if part.classes != classes:
-            raise ValueError(f"{name} split classes {part.classes} differ from train's {classes}")
+            raise DataError(f"{name} split classes {part.classes} differ from {first}'s {classes}")
     skipped: dict[str, object] = {}
     for name in list(parts):
         report = validate_index(parts[name], cfg.on_error, cfg.check_images)

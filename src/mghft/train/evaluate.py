@@ -19,6 +19,7 @@ from mghft.data.ser30k import SER30K_CLASSES
 from mghft.evaluate import bootstrap_ci, bootstrap_method, compute_metrics, sample_groups, write_report
 from mghft.models.factory import load_model
 from mghft.provenance import differences, selected_on, training_views, view_keep
+from mghft.resources import cap_workers
 from mghft.train.config import TrainConfig
 from mghft.train.data import StickerDataset, load_splits
 from mghft.train.loop import predict_loader, setup_distributed, split_text_inputs
@@ -46,7 +47,7 @@ def evaluate_checkpoint(
     trained = meta.get("provenance") or {}
     classes = tuple(meta["class_names"])
     # The run's own split file, never a new one; skipped items are reported beside this evaluation.
-    parts = load_splits(cfg.data, Path(cfg.output), create_split=False, report_dir=out)
+    parts = load_splits(cfg.data, Path(cfg.output), create_split=False, report_dir=out, splits=(split,))
     part = parts[split]
     if part.classes != classes:
         raise ValueError(f"the checkpoint's classes {classes} differ from the dataset's {part.classes}")
@@ -57,7 +58,7 @@ def evaluate_checkpoint(
     keep = torch.tensor(view_keep(views))
     pre = Preprocess.from_dict(meta["preprocess"])
     ds = StickerDataset(part, pre.transform(), *feats)
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=cfg.workers, shuffle=False)
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=cap_workers(cfg.workers), shuffle=False)
     y, pred, probs = predict_loader(model, loader, info, cfg.amp, keep=keep)
     metrics = compute_metrics(y, pred, classes, probs)
     y0, pred0, probs0 = predict_loader(model, loader, info, cfg.amp, views_absent=True)

@@ -33,6 +33,7 @@ from mghft.hub import cache_dir, default_preprocess, save_checkpoint, update_che
 from mghft.losses import MGHFTObjective, StageAlignmentLoss
 from mghft.models.factory import create_model, load_model
 from mghft.models.text import view_texts
+from mghft.resources import cap_workers
 from mghft.train.config import TrainConfig
 from mghft.train.data import RepeatAugSampler, StickerDataset, drop_views, load_splits
 from mghft.train.provenance import check_run_folder, clear_run_folder, collect_descriptions, run_provenance
@@ -180,7 +181,7 @@ def _loader(ds: StickerDataset, cfg: TrainConfig, info: DistInfo, train: bool) -
         ds,
         batch_size=cfg.batch_size,
         sampler=sampler,
-        num_workers=cfg.workers,
+        num_workers=cap_workers(cfg.workers),
         pin_memory=info.device.type == "cuda",
         drop_last=False,
         persistent_workers=False,
