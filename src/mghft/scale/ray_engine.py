@@ -213,9 +213,9 @@ class _PredictActor:
         self.predictor = load_predictor(model, **options)
         if store:
             from mghft.interpret import DescriptionStore
-            from mghft.serve.cli import _StoreOnly
+            from mghft.serve.predictor import StoreOnlyInterpreter
 
-            self.predictor.interpreter = _StoreOnly(DescriptionStore(store))
+            self.predictor.interpreter = StoreOnlyInterpreter(DescriptionStore(store))
         self.schema = predict_schema(self.predictor.class_names)
 
     def __call__(self, batch: Any) -> Any:

@@ -153,7 +153,9 @@ def _build_interpreter(args: argparse.Namespace) -> Any:
 
     store = DescriptionStore(args.store) if args.store else None
     if not args.interpreter:
-        return _StoreOnly(store)
+        from mghft.serve.predictor import StoreOnlyInterpreter
+
+        return StoreOnlyInterpreter(store)
     try:
         backend = build_backend(args.interpreter, base_urls=args.base_url, api_key_env=args.api_key_env)
     except ValueError as err:  # an unknown provider, a missing key or URL: the flag is at fault
@@ -161,26 +163,6 @@ def _build_interpreter(args: argparse.Namespace) -> Any:
             store.close()
         raise UsageError(f"--interpreter {args.interpreter}: {err}") from None
     return Interpreter(backend, store, reuse=args.reuse)
-
-
-class _StoreOnly:
-    """An "interpreter" that only looks views up in a description store; images not in it run without views."""
-
-    backend = None
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def describe(self, data: bytes) -> Any:
-        from mghft.interpret import image_sha256
-
-        desc = self.store.get(image_sha256(data))
-        if desc is None:
-            raise LookupError("no description in the store")
-        return desc
-
-    def close(self) -> None:
-        self.store.close()
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")

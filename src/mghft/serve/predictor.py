@@ -515,6 +515,28 @@ class Predictor:
         }
 
 
+class StoreOnlyInterpreter:
+    """An "interpreter" that only looks views up in a description store (``mghft predict --store`` without
+    ``--interpreter``): an image without a description raises ``LookupError``, and the predictor runs it without
+    views."""
+
+    backend = None
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def describe(self, data: bytes) -> Any:
+        from mghft.interpret import image_sha256
+
+        desc = self.store.get(image_sha256(data))
+        if desc is None:
+            raise LookupError("no description in the store")
+        return desc
+
+    def close(self) -> None:
+        self.store.close()
+
+
 def _emoji_or_none(class_names: Sequence[str], emoji: Mapping[str, str] | None) -> dict[str, str] | None:
     """The class -> emoji map: the given one (checked), else the defaults where they cover every class."""
     from mghft.emoji import emoji_map
@@ -640,6 +662,7 @@ __all__ = [
     "LoadedImage",
     "Prediction",
     "Predictor",
+    "StoreOnlyInterpreter",
     "ViewTextTooLong",
     "build_interpreter",
     "combine_heatmaps",
