@@ -166,13 +166,14 @@ def resolve_group_by(index: DatasetIndex, group_by: str | None) -> tuple[str | N
 
 
 def ser30k_official_split(root: str | Path, annotations: str | Path | None = None) -> bool:
-    """Whether a SER30K folder (or ``annotations``) has its own train/val/test files; if not, ``all_annos.json``
-    is split here (grouped by topic). A single annotation file is never an official split."""
+    """Whether a SER30K folder (or ``annotations``) has its own split files (any of train/val/test: one that is
+    missing is then an error naming it); if none, ``all_annos.json`` is split here (grouped by topic). A single
+    annotation file is never an official split."""
     from mghft.data.ser30k import annotation_file
 
     if annotations is not None and not (Path(root) / annotations).is_dir() and not Path(annotations).is_dir():
         return False
-    return all(annotation_file(root, s, annotations).is_file() for s in ("train", "val", "test"))
+    return any(annotation_file(root, s, annotations).is_file() for s in ("train", "val", "test"))
 
 
 def empty_split_error(fmt: str, root: str | Path, empty: Sequence[str], parts: Mapping[str, DatasetIndex]) -> Exception:

@@ -237,7 +237,7 @@ def _cmd_interpret(args: argparse.Namespace) -> int:
         raise UsageError("give --store (the description store to write)", hint="or --engine ray --out DIR")
     args.paths = [Path(p) for p in args.paths]
     if not args.paths and not args.dataset:
-        raise UsageError("give image PATHs or --dataset", hint="e.g. mghft interpret stickers/ --store S --backend B")
+        raise UsageError("interpret: nothing to describe", hint="give image PATHs, or --dataset with --root")
     try:
         shard = parse_shard(args.shard)
     except ValueError as err:
