@@ -138,7 +138,8 @@ def test_calibrate_command_refits_an_uncalibrated_checkpoint(trained: Path, tmp_
 
     ck = tmp_path / "best"
     shutil.copytree(trained / "best", ck)
-    shutil.copy(trained / "train.yaml", tmp_path / "train.yaml")
+    for name in ("train.yaml", "split.json"):  # a copy of the run folder, without its calibration
+        shutil.copy(trained / name, tmp_path / name)
     meta = json.loads((ck / "config.json").read_text())
     fitted = meta.pop("calibration")["temperature"]
     (ck / "config.json").write_text(json.dumps(meta))
