@@ -282,12 +282,25 @@ def read_regular_file(path: str | Path, *, label: str | None = None, max_bytes: 
         with os.fdopen(fd, "rb") as fh:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
                 raise ImageLoadError(label, "not a regular file")
-            data = fh.read(max_bytes + 1)
+            data = read_capped(fh, max_bytes)
     except OSError as exc:
         raise ImageLoadError(label, f"cannot read ({exc.strerror or type(exc).__name__})") from None
     if len(data) > max_bytes:
         raise ImageTooLargeError(label, f"more than {max_bytes} bytes (the file size limit)")
     return data
+
+
+def read_capped(stream: BinaryIO, max_bytes: int, chunk: int = 1 << 20) -> bytes:
+    """Up to ``max_bytes + 1`` bytes of a stream, read in chunks (``read(n)`` would reserve n bytes up front)."""
+    parts: list[bytes] = []
+    total = 0
+    while total <= max_bytes:
+        part = stream.read(min(chunk, max_bytes + 1 - total))
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)
 
 
 def special_file_kind(mode: int) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from mghft.config import load_yaml
 from mghft.errors import MghftError, UsageError
 
 RESULTS_NAME = "results.json"
@@ -166,7 +167,7 @@ def _state(folder: Path, wanted: dict[str, Any]) -> tuple[str, str]:
     saved_file = folder / "train.yaml"
     if saved_file.exists():
         try:
-            saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+            saved = load_yaml(saved_file.read_text(encoding="utf-8")) or {}  # the rules it was written with
         except (OSError, yaml.YAMLError) as err:
             return "conflict", f"{saved_file}: unreadable ({err})"
         diff = _diff(_comparable(saved), _comparable(wanted))
@@ -222,7 +223,8 @@ def run_sweep(
         output: the sweep folder; run folders are ``<output>/<config name>/seed-<s>/``.
         overrides: ``key=value`` overrides applied to every config (before ``seed`` and ``output``).
         dry_run: print the plan and run nothing.
-        train_fn: the training function, ``train(cfg, resume=True)`` (default :func:`mghft.train.loop.train`).
+        train_fn: the training function, called ``train_fn(cfg, resume=..., overwrite=...)`` (default
+            :func:`mghft.train.loop.train`).
         log: where progress lines go (main process only).
 
     Returns:
@@ -286,7 +288,8 @@ def _run_one(r: SweepRun, train_fn: Callable[..., Any], info: Any, main: bool) -
                 json.dumps({"config": r.name, "config_file": str(r.config), "seed": r.seed}, indent=2) + "\n",
                 encoding="utf-8",
             )
-        train_fn(r.cfg, resume=True)
+        # A new run may find files of an attempt that died before its first epoch: they are its own, replaced.
+        train_fn(r.cfg, resume=r.state == "resume", overwrite=r.state == "new")
     except KeyboardInterrupt:
         r.outcome, r.error = "not run", "interrupted (resumes on the next sweep)"
         r.seconds = time.monotonic() - started

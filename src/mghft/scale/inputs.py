@@ -121,8 +121,10 @@ def read_bytes(location: str, max_bytes: int = MAX_STICKER_BYTES) -> bytes:
             raise OSError(f"{location}: not a file")
         if info.size is not None and info.size > max_bytes:
             raise OSError(f"{location}: {info.size} bytes, over the {max_bytes}-byte limit")
+        from mghft.data.images import read_capped
+
         with filesystem.open_input_stream(path) as f:
-            data = f.read(max_bytes + 1)
+            data = read_capped(f, max_bytes)
     else:
         from mghft.data.images import ImageLoadError, read_regular_file
 
