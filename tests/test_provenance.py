@@ -325,3 +325,17 @@ def test_a_report_says_at_the_top_how_evaluation_differs_from_training(tmp_path:
     assert lines[2] == "> **Evaluation conditions differ from training:**" and "gpt-4o" in lines[4]
     text = "\n".join(lines)
     assert "classes without support in this split: c; left out of every macro average" in text
+
+
+def test_a_manifest_description_with_another_header_names_its_line(tmp_path: Path) -> None:
+    from mghft.data import read_manifest
+    from mghft.data.errors import DataFormatError
+
+    manifest = tmp_path / "m.jsonl"
+    good = '{"path": "a.png", "label": "x", "descriptions": "# The Sticker\u2019s intention: hi"}'
+    bad = '{"path": "b.png", "label": "x", "descriptions": "#The sticker\'s mood: sad"}'
+    manifest.write_text(good + "\n" + bad + "\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"line 2, field 'descriptions'.*#The sticker's mood"):
+        read_manifest(manifest)
+    manifest.write_text(good + "\n", encoding="utf-8")
+    assert read_manifest(manifest).samples[0].descriptions == {"intention": "hi"}
