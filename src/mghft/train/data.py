@@ -168,10 +168,7 @@ def check_split_overlap(
             hint="remove each item from all but one of the split files",
         )
     if not allow_duplicate_images:
-        lines = [
-            f"  {', '.join(f'{n}: {p}' for n, _, p in e['items'])}"
-            for e in found["images"][:10]  # type: ignore[misc]
-        ]
+        lines = ["  " + ", ".join(f"{n}: {p}" for n, _, p in e["items"]) for e in found["images"][:10]]
         raise SplitOverlapError(
             f"{len(found['images'])} image(s) appear in more than one split under different names (identical "
             f"bytes){where}:\n" + "\n".join(lines),
