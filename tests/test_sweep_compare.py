@@ -339,3 +339,20 @@ def test_a_provenance_block_in_the_report_is_read(sweep: dict) -> None:
     shutil.copytree(sweep["out"] / "text" / "seed-1" / "test", evaluation)
     ev = read_run(evaluation)
     assert ev.selected_on == "unknown" and ev.keys == plain.keys and ev.system == "evaluation"
+
+
+def test_published_numbers_only_beside_ser30k_runs() -> None:
+    import numpy as np
+
+    from mghft.data.ser30k import SER30K_CLASSES
+    from mghft.experiments.compare import _published
+    from mghft.experiments.runs import RunRecord
+
+    def run(dataset: str) -> RunRecord:
+        return RunRecord("m", Path("r"), "trained", 0, list(SER30K_CLASSES), ["a"], [None], np.zeros(1, int),
+                         np.zeros(1, int), "val", {"dataset": dataset})  # fmt: skip
+
+    classes = list(SER30K_CLASSES)
+    assert [p.system for p in _published(classes, "auto", [run("ser30k")])][0] == "MGHFT"
+    assert _published(classes, "auto", [run("manifest")]) == []  # the demo's emoji share SER30K's classes
+    assert _published(classes, "ser30k", [run("manifest")]) and not _published(classes, "none", [run("ser30k")])

@@ -528,7 +528,7 @@ def _figure(width: float, height: float) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -561,7 +561,6 @@ def _plot_table(c: Comparison, path: Path) -> Path:
         ax.set_xlabel(f"{_METRIC_NAMES[metric]} (%)")
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"test, 95% intervals; black: {c.reference}; red: not significantly different from it", fontsize=9)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
 
@@ -594,6 +593,5 @@ def _plot_confusions(c: Comparison, systems: list[SystemResult], path: Path) -> 
             for b in range(len(cols)):
                 colour = "white" if share[a, b] > 0.5 else "black"
                 ax.text(b, a, str(int(round(counts[a, b]))), ha="center", va="center", color=colour, fontsize=7)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
