@@ -334,11 +334,15 @@ def test_a_provenance_block_in_the_report_is_read(sweep: dict) -> None:
     record = read_run(run)
     assert record.selected_on == "test" and record.provenance["split_sha256"] == "ab" * 32
     assert record.provenance["source"] == str(run / "test" / "report.json")
-    # A `mghft evaluate` report folder is a run too; nothing records how its checkpoint was selected.
+    # A report folder (`mghft evaluate --out`) is a run too; without a record, its selection is unknown.
     evaluation = sweep["tmp"] / "evaluation"
     shutil.copytree(sweep["out"] / "text" / "seed-1" / "test", evaluation)
     ev = read_run(evaluation)
-    assert ev.selected_on == "unknown" and ev.keys == plain.keys and ev.system == "evaluation"
+    assert ev.selected_on == "val" and ev.keys == plain.keys and ev.system == "evaluation"  # the report's extra
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    del metrics["extra"]["selected_on"]
+    (evaluation / "metrics.json").write_text(json.dumps(metrics))
+    assert read_run(evaluation).selected_on == "unknown"
 
 
 def test_published_numbers_only_beside_ser30k_runs() -> None:
