@@ -360,3 +360,17 @@ def test_published_numbers_only_beside_ser30k_runs() -> None:
     assert [p.system for p in _published(classes, "auto", [run("ser30k")])][0] == "MGHFT"
     assert _published(classes, "auto", [run("manifest")]) == []  # the demo's emoji share SER30K's classes
     assert _published(classes, "ser30k", [run("manifest")]) and not _published(classes, "none", [run("ser30k")])
+
+
+def test_a_saved_config_without_a_newer_field_is_not_a_conflict(tmp_path: Path) -> None:
+    from mghft.train.config import TrainConfig
+
+    wanted = TrainConfig(output=str(tmp_path)).to_dict()
+    saved = {k: v for k, v in wanted.items() if k != "patience"}  # written before `patience` existed
+    saved["data"] = {k: v for k, v in wanted["data"].items() if k != "check_images"}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(saved))
+    (tmp_path / "results.json").write_text("{}")
+    defaults = TrainConfig().to_dict()
+    assert sweep_mod._state(tmp_path, wanted, defaults) == ("done", "")
+    state, detail = sweep_mod._state(tmp_path, {**wanted, "patience": 3}, defaults)
+    assert state == "conflict" and "patience: None saved, 3 now" in detail
