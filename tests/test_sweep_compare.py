@@ -334,8 +334,43 @@ def test_a_provenance_block_in_the_report_is_read(sweep: dict) -> None:
     record = read_run(run)
     assert record.selected_on == "test" and record.provenance["split_sha256"] == "ab" * 32
     assert record.provenance["source"] == str(run / "test" / "report.json")
-    # A `mghft evaluate` report folder is a run too; nothing records how its checkpoint was selected.
+    # A report folder (`mghft evaluate --out`) is a run too; without a record, its selection is unknown.
     evaluation = sweep["tmp"] / "evaluation"
     shutil.copytree(sweep["out"] / "text" / "seed-1" / "test", evaluation)
     ev = read_run(evaluation)
-    assert ev.selected_on == "unknown" and ev.keys == plain.keys and ev.system == "evaluation"
+    assert ev.selected_on == "val" and ev.keys == plain.keys and ev.system == "evaluation"  # the report's extra
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    del metrics["extra"]["selected_on"]
+    (evaluation / "metrics.json").write_text(json.dumps(metrics))
+    assert read_run(evaluation).selected_on == "unknown"
+
+
+def test_published_numbers_only_beside_ser30k_runs() -> None:
+    import numpy as np
+
+    from mghft.data.ser30k import SER30K_CLASSES
+    from mghft.experiments.compare import _published
+    from mghft.experiments.runs import RunRecord
+
+    def run(dataset: str) -> RunRecord:
+        return RunRecord("m", Path("r"), "trained", 0, list(SER30K_CLASSES), ["a"], [None], np.zeros(1, int),
+                         np.zeros(1, int), "val", {"dataset": dataset})  # fmt: skip
+
+    classes = list(SER30K_CLASSES)
+    assert [p.system for p in _published(classes, "auto", [run("ser30k")])][0] == "MGHFT"
+    assert _published(classes, "auto", [run("manifest")]) == []  # the demo's emoji share SER30K's classes
+    assert _published(classes, "ser30k", [run("manifest")]) and not _published(classes, "none", [run("ser30k")])
+
+
+def test_a_saved_config_without_a_newer_field_is_not_a_conflict(tmp_path: Path) -> None:
+    from mghft.train.config import TrainConfig
+
+    wanted = TrainConfig(output=str(tmp_path)).to_dict()
+    saved = {k: v for k, v in wanted.items() if k != "patience"}  # written before `patience` existed
+    saved["data"] = {k: v for k, v in wanted["data"].items() if k != "check_images"}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(saved))
+    (tmp_path / "results.json").write_text("{}")
+    defaults = TrainConfig().to_dict()
+    assert sweep_mod._state(tmp_path, wanted, defaults) == ("done", "")
+    state, detail = sweep_mod._state(tmp_path, {**wanted, "patience": 3}, defaults)
+    assert state == "conflict" and "patience: None saved, 3 now" in detail

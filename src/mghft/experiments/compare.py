@@ -438,7 +438,7 @@ def _write_csv(c: Comparison, path: Path) -> None:
         header += [f"{m}_mean", f"{m}_std", f"{m}_low", f"{m}_high"]
     for m in stats.METRICS:
         header += [f"delta_{m}", f"delta_{m}_low", f"delta_{m}_high", f"p_{m}", f"significant_{m}"]
-    header += ["mcnemar_p"]
+    header += ["mcnemar_p", "f1_averaging_not_stated"]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(header)
@@ -455,11 +455,16 @@ def _write_csv(c: Comparison, path: Path) -> None:
                     d = s.paired[m]
                     row += [f"{d.difference.value:.6f}", f"{d.difference.low:.6f}", f"{d.difference.high:.6f}"]
                     row += [f"{d.p_value:.6g}", str(s.significant(m)).lower()]
-            row.append("" if s.mcnemar_p is None else f"{s.mcnemar_p:.6g}")
+            row += ["" if s.mcnemar_p is None else f"{s.mcnemar_p:.6g}", ""]
             w.writerow(row)
         for p in c.published:
             blank = [""] * (len(header) - 4)
-            values = {"accuracy_mean": p.accuracy, "macro_f1_mean": p.macro_f1, "weighted_f1_mean": p.weighted_f1}
+            values = {
+                "accuracy_mean": p.accuracy,
+                "macro_f1_mean": p.macro_f1,
+                "weighted_f1_mean": p.weighted_f1,
+                "f1_averaging_not_stated": p.f1,
+            }
             for name, v in values.items():
                 if v is not None:
                     blank[header.index(name) - 4] = f"{v / 100:.6f}"
@@ -528,7 +533,7 @@ def _figure(width: float, height: float) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -561,7 +566,6 @@ def _plot_table(c: Comparison, path: Path) -> Path:
         ax.set_xlabel(f"{_METRIC_NAMES[metric]} (%)")
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"test, 95% intervals; black: {c.reference}; red: not significantly different from it", fontsize=9)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
 
@@ -594,6 +598,5 @@ def _plot_confusions(c: Comparison, systems: list[SystemResult], path: Path) -> 
             for b in range(len(cols)):
                 colour = "white" if share[a, b] > 0.5 else "black"
                 ax.text(b, a, str(int(round(counts[a, b]))), ha="center", va="center", color=colour, fontsize=7)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path

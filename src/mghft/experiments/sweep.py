@@ -156,20 +156,30 @@ def plan(
             runs.append(run)
             try:
                 run.cfg = TrainConfig.from_file(path, [*overrides, f"seed={seed}", f"output={folder}"])
-            except (ConfigError, MghftError, ValueError, OSError, yaml.YAMLError) as err:
+            except (ConfigError, MghftError, ValueError, TypeError, OSError, yaml.YAMLError) as err:
                 run.state, run.detail = "invalid", f"{path}: {err}"
                 continue
-            run.state, run.detail = _state(folder, run.cfg.to_dict())
+            run.state, run.detail = _state(folder, run.cfg.to_dict(), TrainConfig().to_dict())
     return runs
 
 
-def _state(folder: Path, wanted: dict[str, Any]) -> tuple[str, str]:
+def _with_defaults(defaults: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+    out = dict(defaults)
+    for k, v in saved.items():
+        both = isinstance(v, dict) and isinstance(out.get(k), dict)
+        out[k] = _with_defaults(out[k], v) if both and k != "model_overrides" else v
+    return out
+
+
+def _state(folder: Path, wanted: dict[str, Any], defaults: dict[str, Any]) -> tuple[str, str]:
     saved_file = folder / "train.yaml"
     if saved_file.exists():
         try:
             saved = load_yaml(saved_file.read_text(encoding="utf-8")) or {}  # the rules it was written with
         except (OSError, yaml.YAMLError) as err:
             return "conflict", f"{saved_file}: unreadable ({err})"
+        # A field the saved config lacks (written before the field existed) had its default value.
+        saved = _with_defaults(defaults, saved)
         diff = _diff(_comparable(saved), _comparable(wanted))
         if diff:
             return "conflict", f"{saved_file} differs from the config: " + "; ".join(diff[:5])
