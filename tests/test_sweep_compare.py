@@ -244,13 +244,16 @@ def test_zero_shot_runs_join_the_table_and_selection_on_test_is_named(sweep: dic
         )
     (zs / "predictions.jsonl").write_text("".join(json.dumps(asdict(r)) + "\n" for r in records))
     (zs / "summary.json").write_text(json.dumps(summarize(records, classes)))
-    # A copy of a run whose train.yaml says it was selected on test.
+    # A copy of a run whose record says it was selected on test.
     on_test = sweep["tmp"] / "on_test"
     shutil.copytree(sweep["out"] / "intention_only" / "seed-0", on_test)
     cfg = yaml.safe_load((on_test / "train.yaml").read_text())
     (on_test / "train.yaml").write_text(yaml.safe_dump({**cfg, "select_on": "test"}))
     results = json.loads((on_test / "results.json").read_text())
     (on_test / "results.json").write_text(json.dumps({**results, "selected_on": "test"}))
+    metrics = json.loads((on_test / "test" / "metrics.json").read_text())  # and the provenance it recorded
+    metrics["provenance"]["selection"]["select_on"] = "test"
+    (on_test / "test" / "metrics.json").write_text(json.dumps(metrics))
     result = compare(
         [str(sweep["out"] / "text"), f"llm={zs}", f"public={on_test}"], sweep["tmp"] / "zs_table", n_draws=200
     )
@@ -327,7 +330,8 @@ def test_a_provenance_block_in_the_report_is_read(sweep: dict) -> None:
     run = sweep["tmp"] / "with_provenance"
     shutil.copytree(sweep["out"] / "text" / "seed-1", run)
     plain = read_run(run)
-    assert plain.provenance["source"].startswith("train.yaml") and plain.provenance["select_on"] == "val"
+    assert plain.provenance["source"] == str(run / "test" / "metrics.json")  # the block the run recorded
+    assert plain.provenance["select_on"] == "val" and plain.provenance["dataset"] == "manifest"
     assert (plain.system, plain.seed) == ("text", 1)  # from sweep_run.json
     block = {"select_on": "test", "split_sha256": "ab" * 32, "encoder": "bert-base-uncased", "views": ["style"]}
     (run / "test" / "report.json").write_text(json.dumps({"provenance": block}))
@@ -341,6 +345,7 @@ def test_a_provenance_block_in_the_report_is_read(sweep: dict) -> None:
     assert ev.selected_on == "val" and ev.keys == plain.keys and ev.system == "evaluation"  # the report's extra
     metrics = json.loads((evaluation / "metrics.json").read_text())
     del metrics["extra"]["selected_on"]
+    del metrics["provenance"]
     (evaluation / "metrics.json").write_text(json.dumps(metrics))
     assert read_run(evaluation).selected_on == "unknown"
 

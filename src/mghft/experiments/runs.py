@@ -182,6 +182,27 @@ def find_provenance(folder: Path) -> tuple[dict[str, Any] | None, str]:
     return None, ""
 
 
+def summarise_provenance(block: dict[str, Any]) -> dict[str, Any]:
+    """The fields a table shows, from a recorded provenance block (:mod:`mghft.provenance`); a block that is
+    already flat (``select_on``, ``views`` ... at the top) is taken as it is."""
+    if not any(k in block for k in ("selection", "data", "text_encoder")):
+        return dict(block)
+    data, selection = block.get("data") or {}, block.get("selection") or {}
+    descriptions, encoder = block.get("descriptions") or {}, block.get("text_encoder") or {}
+    return {
+        "select_on": selection.get("select_on"),
+        "select_metric": selection.get("select_metric"),
+        "epoch": selection.get("epoch"),
+        "views": block.get("views"),
+        "dataset": data.get("reader"),
+        "root": data.get("root"),
+        "split_sha256": (data.get("split") or {}).get("sha256"),
+        "descriptions": descriptions.get("writers") or descriptions.get("source"),
+        "encoder": encoder.get("encoder"),
+        "mghft": (block.get("software") or {}).get("mghft"),
+    }
+
+
 def _read_training(folder: Path, name: str | None) -> RunRecord:
     train_cfg = _yaml(folder / "train.yaml")
     results = _json(folder / "results.json") or {}
@@ -191,7 +212,7 @@ def _read_training(folder: Path, name: str | None) -> RunRecord:
     preds = read_predictions(test / PREDICTIONS_FILE)
     system, seed = _names(folder, train_cfg)
     block, source = find_provenance(folder)
-    provenance: dict[str, Any] = dict(block or {})
+    provenance: dict[str, Any] = summarise_provenance(block) if block else {}
     cfg = train_cfg or {}
     if block is None:
         data = cfg.get("data") or {}
