@@ -80,6 +80,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--shard", default="0/1", help="i/n: describe only shard i of n (by image hash)")
     p.add_argument("--redo", default="none", choices=("none", "stale", "all"),
                    help="redo described images: none, stale (other prompt version), all")  # fmt: skip
+    p.add_argument("--reuse", choices=("same", "any"), default="same",
+                   help="an image the store describes already is skipped when this backend, model and prompt version "
+                   "wrote it (same, the default: others are described again), or whoever wrote it (any)")  # fmt: skip
     p.add_argument("--no-ocr", action="store_true", help="offline backend: skip OCR")
     p.add_argument("--summary-json", type=local_path, help="also write the closing summary here")
     p.add_argument("--dry-run", action="store_true", help="plan only: counts and the request estimate, no calls")
@@ -252,7 +255,14 @@ def _cmd_interpret(args: argparse.Namespace) -> int:
     with DescriptionStore(args.store) as store:
         if args.dry_run:
             plan = plan_batch(
-                items, store, shard=shard, redo=args.redo, prompt_version=backend.prompt_version, limit=args.limit
+                items,
+                store,
+                shard=shard,
+                redo=args.redo,
+                prompt_version=backend.prompt_version,
+                limit=args.limit,
+                backend=backend,
+                reuse=args.reuse,
             )
             print(json.dumps({**plan.summary.as_dict(), **_estimate(backend, plan.summary.todo)}, indent=2))
             return 0
@@ -267,6 +277,7 @@ def _cmd_interpret(args: argparse.Namespace) -> int:
             max_side=args.max_side,
             progress=_progress(args),
             config=config,
+            reuse=args.reuse,
         )
     print(summary.format(with_fatal=False), file=sys.stderr)
     if args.summary_json:

@@ -76,6 +76,8 @@ class RunSummary:
     out_of_shard: int = 0
     duplicates: int = 0
     skipped: int = 0
+    other_writer: int = 0
+    """Described before by another backend, model or prompt version: described again (``reuse="same"``)."""
     todo: int = 0
     described: int = 0
     failed: int = 0
@@ -119,6 +121,11 @@ class RunSummary:
             f"requests {self.requests}, tokens {self.prompt_tokens} in + {self.completion_tokens} out, "
             f"{self.elapsed_s:.1f} s ({self.as_dict()['images_per_s']} images/s)",
         ]
+        if self.other_writer:
+            lines.append(
+                f"{self.other_writer} images described before by another backend, model or prompt version were "
+                "described again (--reuse any keeps such descriptions)"
+            )
         if self.errors:
             top = ", ".join(f"{k} x{v}" for k, v in Counter(self.errors).most_common(5))
             lines.append(f"errors: {top}")
@@ -163,6 +170,8 @@ def plan_batch(
     prompt_version: str = "",
     limit: int | None = None,
     progress: bool = False,
+    backend: Backend | None = None,
+    reuse: str = "same",
 ) -> Plan:
     """Hash the listed files and decide what to describe.
 
@@ -175,9 +184,14 @@ def plan_batch(
         prompt_version: the current prompt version (for ``stale``).
         limit: describe at most this many.
         progress: show a bar while hashing.
+        backend: the backend that will describe (with ``reuse="same"``, what counts as done).
+        reuse: ``same``: a stored description counts as done only when ``backend`` wrote it (same backend, model
+            and prompt version, :func:`~mghft.interpret.interpreter.same_writer`); ``any``: whoever wrote it.
     """
     if redo not in REDO_CHOICES:
         raise ValueError(f"redo must be one of {REDO_CHOICES}, got {redo!r}")
+    if reuse not in ("same", "any"):
+        raise ValueError(f"reuse must be 'same' or 'any', got {reuse!r}")
     items = list(items)
     summary = RunSummary(listed=len(items))
     unreadable: list[tuple[WorkItem, str]] = []
@@ -206,7 +220,9 @@ def plan_batch(
             continue
         seen.add(sha)
         stamp = done.get(sha)
-        if stamp is not None and (redo == "none" or stamp.endswith("/" + prompt_version)):
+        if stamp is not None and reuse == "same" and backend is not None and not _written_by(stamp, backend):
+            summary.other_writer += 1
+        elif stamp is not None and (redo == "none" or stamp.endswith("/" + prompt_version)):
             summary.skipped += 1
             continue
         todo.append((sha, item))
@@ -214,6 +230,17 @@ def plan_batch(
         todo = todo[: max(0, limit)]
     summary.todo = len(todo)
     return Plan(todo=todo, summary=summary, unreadable=unreadable)
+
+
+def _written_by(stamp: str, backend: Backend) -> bool:
+    """Whether a store stamp ``backend/model/prompt_version`` (the model may hold ``/``) is ``backend``'s."""
+    from types import SimpleNamespace
+
+    from mghft.interpret.interpreter import same_writer
+
+    name, _, rest = stamp.partition("/")
+    model, _, version = rest.rpartition("/")
+    return same_writer(SimpleNamespace(backend=name, model=model, prompt_version=version), backend)  # type: ignore[arg-type]
 
 
 def _redacted(value: Any) -> Any:
@@ -375,6 +402,7 @@ def run_batch(
     max_side: int = DEFAULT_MAX_SIDE,
     progress: bool = True,
     config: dict[str, Any] | None = None,
+    reuse: str = "same",
 ) -> RunSummary:
     """Plan and describe (blocking); Ctrl-C stops cleanly with a summary marked ``interrupted``.
 
@@ -382,14 +410,23 @@ def run_batch(
     redacted (:func:`~mghft.interpret.redact.redact_url`).
     """
     plan = plan_batch(
-        items, store, shard=shard, redo=redo, prompt_version=backend.prompt_version, limit=limit, progress=progress
+        items,
+        store,
+        shard=shard,
+        redo=redo,
+        prompt_version=backend.prompt_version,
+        limit=limit,
+        progress=progress,
+        backend=backend,
+        reuse=reuse,
     )
     client = getattr(backend, "client", None)
     endpoints = [e.shown for e in getattr(client, "endpoints", [])]
     run_id = store.start_run(
         _redacted({"backend": backend.name, "model": backend.model, "prompt_version": backend.prompt_version,
-                   "concurrency": concurrency, "shard": f"{shard[0]}/{shard[1]}", "redo": redo, "limit": limit,
-                   "max_side": max_side, **({"endpoints": endpoints} if endpoints else {}), **(config or {})})
+                   "concurrency": concurrency, "shard": f"{shard[0]}/{shard[1]}", "redo": redo, "reuse": reuse,
+                   "limit": limit, "max_side": max_side, **({"endpoints": endpoints} if endpoints else {}),
+                   **(config or {})})
     )  # fmt: skip
     try:
         asyncio.run(describe_plan(plan, backend, store, concurrency=concurrency, max_side=max_side, progress=progress))
