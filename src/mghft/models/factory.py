@@ -9,8 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mghft.config import ModelConfig, apply_compat
-from mghft.errors import UsageError
+from mghft.config import ConfigError, ModelConfig, apply_compat
 from mghft.hub import (
     WEIGHTS_NAME,
     CheckpointError,
@@ -133,18 +132,18 @@ def check_pretrained(
     """Check that ImageNet backbone weights can exist for ``cfg`` when they are asked for.
 
     Raises:
-        UsageError: a baseline (no PVT backbone) or a backbone without released weights (e.g. ``mghft_tiny``),
+        ConfigError: a baseline (no PVT backbone) or a backbone without released weights (e.g. ``mghft_tiny``),
             with the fix (``pretrained: false`` or an explicit weights file).
     """
     if not (pretrained or backbone_weights):
         return
     fix = "train it from scratch with pretrained: false (--set pretrained=false; in Python pretrained=False)"
     if cfg.arch != "mghft":
-        raise UsageError(f"pretrained: ImageNet backbone weights apply to MGHFT models, not to the {cfg.arch!r} "
+        raise ConfigError(f"pretrained: ImageNet backbone weights apply to MGHFT models, not to the {cfg.arch!r} "
                          "baseline", hint=fix)  # fmt: skip
     vname = cfg.vision.name
     if backbone_weights is None and (vname is None or vname not in BACKBONE_WEIGHTS):
-        raise UsageError(
+        raise ConfigError(
             f"pretrained: model {cfg.name!r} has no released ImageNet weights (its backbone is "
             + (f"{vname!r})" if vname else "a custom shape)"),
             hint=fix + ", or give an ImageNet weights file (backbone_weights=<file>)",
