@@ -66,28 +66,13 @@ def test_emoji_tags_top_emotion_then_the_nearly_as_likely() -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model trained for 2 epochs on generated stickers (its run folder)."""
-    from mghft.train.config import DataConfig, TrainConfig
+    from mghft.train.config import DataConfig
     from mghft.train.loop import train
+    from tests.test_train import _cfg
 
     root = tmp_path_factory.mktemp("calib")
     manifest = synthetic.write_manifest(root / "data", n_per_class=10)
-    cfg = TrainConfig(
-        data=DataConfig(format="manifest", root=str(manifest)),
-        output=str(root / "run"),
-        model="mghft_tiny",
-        pretrained=False,
-        epochs=2,
-        batch_size=12,
-        lr=2e-3,
-        warmup_epochs=0.5,
-        min_lr=1e-4,
-        workers=0,
-        rand_augment=None,
-        bootstrap=20,
-        tensorboard=False,
-        progress=False,
-        feature_cache=str(root / "features"),
-    )
+    cfg = _cfg(root, DataConfig(format="manifest", root=str(manifest)), bootstrap=20)
     train(cfg)
     return Path(cfg.output)
 
