@@ -116,7 +116,16 @@ def _child(args: argparse.Namespace) -> None:
 
         _, tokenizer = load_text_backbone(PACKAGED_MINILM, offline=True)
         cfg = dataclasses.replace(TextConfig(encoder=PACKAGED_MINILM, max_length=64), dim=32)
-        bert = BertModel(BertConfig(len(tokenizer), 32, 1, 2, 64), add_pooling_layer=False)
+        bert = BertModel(
+            BertConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=64,
+            ),
+            add_pooling_layer=False,
+        )
 
         def texts() -> Any:
             with open(work / f"manifest-{n}.jsonl", encoding="utf-8") as fh:
@@ -197,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{part} at N={n} ...", file=sys.stderr, flush=True)
                 if server is not None:
                     server.requests.clear()  # the server keeps what it was sent; only this process holds it
-                rows.setdefault(part, {})[n] = _measure(args, part, n, extra)
+                r = rows.setdefault(part, {})[n] = _measure(args, part, n, extra)
+                print(f"{part} N={n}: {r['ms_per_item']:.3f} ms/item, peak {r['peak_rss_mb']:.0f} MB", flush=True)
     finally:
         if server is not None:
             server.stop()

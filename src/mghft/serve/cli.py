@@ -160,9 +160,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from mghft._malloc import return_large_frees
     from mghft.data.images import ImageLoadError
     from mghft.serve.predictor import heatmap_overlay, load_predictor
 
+    return_large_frees()  # freed batch buffers go back to the system: flat resident size over many images
     fmt = args.format or ("csv" if args.out.suffix.lower() == ".csv" else "jsonl" if args.out.suffix else None)
     if fmt is None:
         print("error: give --format or an --out file ending in .csv or .jsonl", file=sys.stderr)
