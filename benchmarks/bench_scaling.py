@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -34,12 +35,12 @@ PER_FOLDER = 1000
 CLASSES = ("anger", "happiness", "sadness")
 
 
-def _generate(work: Path, n: int) -> list[Path]:
-    """The folders holding stickers 0..n-1 (created as needed) and the manifest of those n."""
+def _generate(work: Path, n: int, images: bool = True) -> list[Path]:
+    """The folders holding stickers 0..n-1 (created as needed, if ``images``) and the manifest of those n."""
     from PIL import Image, ImageDraw
 
     folders = []
-    for f in range((n + PER_FOLDER - 1) // PER_FOLDER):
+    for f in range((n + PER_FOLDER - 1) // PER_FOLDER if images else 0):
         folder = work / "stickers" / f"{f:04d}"
         count = min(PER_FOLDER, n - f * PER_FOLDER)
         if not (folder / ".done").exists() or len(list(folder.glob("*.png"))) < count:
@@ -61,7 +62,7 @@ def _generate(work: Path, n: int) -> list[Path]:
                 label = CLASSES[i % 3]
                 desc = {
                     "intention": f"sticker {i} says it feels {label} about message {i * 7}",
-                    "style": f"flat cartoon number {i % 97}, {label} colours",
+                    "style": f"flat cartoon number {i}, {label} colours",
                     "main_role": f"a round character, variant {i}",
                     "posture_expression": f"{label} face, pose {i % 13}, item {i}",
                 }
@@ -89,7 +90,8 @@ def _child(args: argparse.Namespace) -> None:
     work, n, part = args.work, args.n, args.child
     folders = [str(p) for p in sorted((work / "stickers").iterdir())[: (n + PER_FOLDER - 1) // PER_FOLDER]]
     run = work / "runs" / f"{part}-{n}"
-    run.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run, ignore_errors=True)  # a fresh store, cache and output every time
+    run.mkdir(parents=True)
     if part in ("predict", "interpret"):
         from mghft.cli import main
 
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"generating up to {max(args.sizes)} stickers under {args.work} ...", file=sys.stderr, flush=True)
     for n in sorted(args.sizes):
-        _generate(args.work, n)
+        _generate(args.work, n, images=bool(set(args.parts) - {"features"}))  # the cache reads the manifest only
     extra: list[str] = []
     if "predict" in args.parts:
         extra += ["--checkpoint", str(_checkpoint(args.work))]
