@@ -9,8 +9,9 @@ size, batch, image size and thread count, and reports the same quantities:
   Public: its forward with word ids, cross-entropy with label smoothing 0.2 + 0.5 x its alignment loss, as its
   ``engine.py`` does. Its BERT is the stub of ``public_code.py`` (fixed per-view features, no compute), so the
   public figures leave out the BERT-base forward the public code runs over 4 x 512 tokens at every step: they
-  are a lower bound of its cost. Ours: cached per-view text features (what ``mghft train`` reads),
-  ``MGHFTObjective`` and the training loop's optimizer (fused AdamW, its parameter groups).
+  are a lower bound of its cost. ``--public-bert`` runs a BERT-base encoder (random weights) there instead.
+  Ours: cached per-view text features (what ``mghft train`` reads), ``MGHFTObjective`` and the training loop's
+  optimizer (fused AdamW, its parameter groups).
 * **predict**: one forward pass in eval mode without gradients. Public: its evaluation forward (word ids through
   the stub; its ``inference=True`` path does not run). Ours: per-view features at hand and ``explain=True``
   (view weights and picked patches, as the predictor asks for).
@@ -66,6 +67,13 @@ def _public_step(args: argparse.Namespace, task: str, images: Any, labels: Any) 
     model = model_module.MGHFT(SimpleNamespace(**{**PUBLIC_ARGS, "drop_path": 0.1}))
     word_id = torch.arange(B * V).reshape(B, V, 1).expand(-1, -1, args.text_len).contiguous()
     word_mask = torch.ones_like(word_id)
+    if args.public_bert:  # the public code's BERT-base over every view at every step (random weights)
+        from transformers import BertConfig, BertModel
+
+        bert.BertModel.encoder = BertModel(BertConfig(), add_pooling_layer=False).train(task == "train")
+        word_id = torch.randint(1000, 30000, (B, V, args.text_len))
+        word_mask = torch.zeros_like(word_id)
+        word_mask[..., : args.text_tokens] = 1  # a description of this many tokens, padded
     if task == "predict":
         model.eval()
 
@@ -92,10 +100,12 @@ def _our_step(args: argparse.Namespace, task: str, images: Any, labels: Any) -> 
     import torch
 
     import mghft
+    from mghft._malloc import return_large_frees
 
     model = mghft.create_model(args.model, text_encoder=False, image_size=images.shape[-1])
     feats = torch.randn(images.shape[0], 4, model.cfg.text.dim)
     if task == "predict":
+        return_large_frees()
         model.eval()
 
         def infer() -> None:
@@ -106,15 +116,16 @@ def _our_step(args: argparse.Namespace, task: str, images: Any, labels: Any) -> 
     from mghft.losses import MGHFTObjective
     from mghft.train.loop import make_optimizer
 
+    return_large_frees()  # as ``mghft train`` and ``mghft predict`` do
     model.train()
     opt = make_optimizer(model, 0.05, 1e-3)
     objective = MGHFTObjective()
 
-    def train() -> None:
+    def train() -> None:  # the training loop's order: gradients are dropped right after the update
         loss = objective(model(images, text_features=feats), labels)["loss"]
-        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        opt.zero_grad(set_to_none=True)
 
     return train
 
@@ -247,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--predict-size", type=int, default=448)
     p.add_argument("--predict-batch", type=int, default=1)
     p.add_argument("--text-len", type=int, default=512, help="word ids per view on the public side")
+    p.add_argument("--public-bert", action="store_true",
+                   help="run a BERT-base encoder (random weights) in the public code's BERT stand-in, as the "
+                   "public code runs BERT over every view at every step; default: the stub (no text cost)")  # fmt: skip
+    p.add_argument("--text-tokens", type=int, default=120, help="with --public-bert: real tokens per view")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--matmul", type=int, default=2048, help="size of the square matrix product for the peak rate")

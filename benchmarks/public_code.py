@@ -54,9 +54,14 @@ from torch import nn
 
 
 class BertModel(nn.Module):
-    """Token id 0 of each row indexes ``table``; all 12 layers repeat that row over the sequence."""
+    """Token id 0 of each row indexes ``table``; all 12 layers repeat that row over the sequence.
+
+    With ``encoder`` set (a transformers ``BertModel``), that encoder runs instead and its 12 layers are returned:
+    the public code's real text cost, with random weights.
+    """
 
     table = None
+    encoder = None
 
     def __init__(self):
         super().__init__()
@@ -67,6 +72,9 @@ class BertModel(nn.Module):
         return cls()
 
     def forward(self, ids, token_type_ids=None, attention_mask=None, **kwargs):
+        if BertModel.encoder is not None:
+            out = BertModel.encoder(input_ids=ids, attention_mask=attention_mask, output_hidden_states=True)
+            return list(out.hidden_states[1:]), out.hidden_states[-1][:, 0]
         h = self.features[ids[:, 0]].unsqueeze(1).expand(-1, ids.shape[1], -1)
         return [h] * 12, h[:, 0]
 ''',

@@ -14,7 +14,18 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lower layers first. A module may import its own layer and the layers below it, never one above.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("core", ("mghft.errors", "mghft._lazy", "mghft.views", "mghft.config", "mghft.resources", "mghft.provenance")),
+    (
+        "core",
+        (
+            "mghft.errors",
+            "mghft._lazy",
+            "mghft._malloc",
+            "mghft.views",
+            "mghft.config",
+            "mghft.resources",
+            "mghft.provenance",
+        ),
+    ),
     ("data", ("mghft.data", "mghft.losses", "mghft.evaluate", "mghft.stats", "mghft.calibration", "mghft.emoji")),
     ("hub", ("mghft.hub",)),
     ("models", ("mghft.models", "mghft.registry", "mghft.features", "mghft.export")),

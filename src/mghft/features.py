@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,7 @@ class TextFeatureCache:
     def __contains__(self, text: str) -> bool:
         return text_key(text) in self._rows
 
-    def _save_shard(self, keys: list[str], feats: Tensor) -> None:
+    def _save_shard(self, keys: list[str], feats: Tensor) -> str:
         name = f"shard-{uuid.uuid4().hex}.safetensors"  # unique: concurrent writers never share a file
         save_file({"features": feats.contiguous()}, str(self.dir / name))
         self._shards[name] = feats
@@ -177,6 +177,37 @@ class TextFeatureCache:
             tmp = self.dir / f"index.json.{os.getpid()}.tmp"
             tmp.write_text(json.dumps(meta), encoding="utf-8")
             os.replace(tmp, self.dir / "index.json")
+        return name
+
+    def fill(self, texts: Iterable[str], batch_size: int = 64, shard_size: int = 4096) -> int:
+        """Encode and store the texts not cached yet, streaming: returns how many were added.
+
+        Reads ``texts`` once, ``shard_size`` missing texts at a time, and keeps no features in memory, so a
+        cache for any number of texts is built in bounded memory (the index of cached texts aside).
+        """
+        added = 0
+        chunk: dict[str, str] = {}
+
+        def flush() -> None:
+            nonlocal added
+            if self._encoder is None:
+                self._encoder = self._factory()
+            name = self._save_shard(list(chunk), self._encoder.encode(list(chunk.values()), batch_size).float())
+            self._shards.pop(name, None)  # written to disk; read back only if asked for
+            self.computed += len(chunk)
+            added += len(chunk)
+            chunk.clear()
+
+        for text in texts:
+            k = text_key(text)
+            if k in self._rows or k in chunk:
+                continue
+            chunk[k] = text
+            if len(chunk) >= shard_size:
+                flush()
+        if chunk:
+            flush()
+        return added
 
     def get(self, texts: Sequence[str], batch_size: int = 64, shard_size: int = 4096) -> Tensor:
         """Features (n, dim) of ``texts``, encoding and storing the ones not cached yet."""

@@ -11,8 +11,8 @@ Steps (each resumable: rerunning the sequence continues where it stopped):
 4. ``mghft compare`` writes the baselines table and the ablations table, both against ``mghft``.
 
 The dry run prints these commands and an estimate of LLM requests, GPU-hours and disk. GPU-hours come from a
-CUDA training-throughput figure in ``benchmarks/results.jsonl`` (``benchmarks/bench_train.py --device cuda ...
---results benchmarks/results.jsonl``); without one they are reported as unknown, with the command that measures
+CUDA training-throughput figure in ``benchmarks/results.jsonl`` (``bash benchmarks/gpu.sh step`` appends one);
+without one they are reported as unknown, with the command that measures
 it.
 """
 
@@ -129,8 +129,8 @@ def gpu_figure(results: Path, model: str) -> tuple[float | None, str]:
             best = (rank, ips, desc)
     if best is None:
         return None, (
-            f"no CUDA entry in {results}; on a GPU run `python benchmarks/bench_train.py --device cuda --image-size "
-            f"448 --batch 16 --amp bf16 --results {results}`, or give --images-per-second"
+            f"no CUDA entry in {results}; on a GPU run `bash benchmarks/gpu.sh step` (it appends its images/s to "
+            f"{results}), or give --images-per-second"
         )
     return best[1], best[2]
 
