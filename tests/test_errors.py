@@ -116,6 +116,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
         "give the checkpoint once",
     ),
     ("serve-missing-checkpoint", ["serve", "--model", "{tmp}/absent"], 1, "checkpoint folder {tmp}/absent"),
+    ("serve-port-out-of-range", ["serve", "--model", "{ckpt}", "--port", "70000"], 2, "70000 is not a TCP port"),
     (
         "convert-missing-file",
         ["convert-official", "{tmp}/absent.pth", "--out", "{tmp}/c"],

@@ -139,9 +139,10 @@ def test_a_node_leaving_mid_job_loses_and_duplicates_nothing(checkpoint: Path, t
         cluster.shutdown()
 
 
-def test_engine_ray_on_the_command_line(local_ray, checkpoint: Path, tmp_path: Path) -> None:
-    from mghft.cli import main
+def test_engine_ray_on_the_command_line(local_ray, checkpoint: Path, tmp_path: Path, capsys) -> None:
+    from mghft.cli import build_parser, main
     from mghft.errors import UsageError
+    from mghft.scale.cli import predict_with_ray
 
     _stickers(tmp_path / "in", 2)
     labels = tmp_path / "labels"
@@ -157,7 +158,11 @@ def test_engine_ray_on_the_command_line(local_ray, checkpoint: Path, tmp_path: P
     assert main(["descriptions", "import", str(tmp_path / "d"), "--store", str(store)]) == 0
     with DescriptionStore(store) as s:
         assert len(s) == 6
-    with pytest.raises(UsageError, match="Parquet dataset folder"):
-        main(["predict", str(tmp_path / "in"), *common, "--out", str(tmp_path / "x.csv")])
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "in"), *common, "--out", str(tmp_path / "x.csv")]) == 2  # a usage error
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "Parquet dataset folder" in err
     with pytest.raises(UsageError, match="sticker packs"):
-        main(["predict", *common, "--out", str(labels), "--telegram-list", str(tmp_path / "t.json")])
+        predict_with_ray(
+            build_parser().parse_args(["predict", *common, "--out", str(labels), "--telegram-list", "t.json"])
+        )

@@ -49,9 +49,15 @@ class Calibration:
     ece_before: float
     ece_after: float
 
+    @property
+    def at_bound(self) -> bool:
+        """The fit stopped at a limit of :data:`T_BOUNDS`: the validation data could not place T (too few items,
+        or predictions that are confidently wrong); the temperature is then unreliable."""
+        return not T_BOUNDS[0] * 1.01 < self.temperature < T_BOUNDS[1] / 1.01
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (what a checkpoint's ``config.json`` stores under ``calibration``)."""
-        return {"method": "temperature", **asdict(self)}
+        return {"method": "temperature", **asdict(self), "at_bound": self.at_bound}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Calibration:

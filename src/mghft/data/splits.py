@@ -183,6 +183,13 @@ def empty_split_error(fmt: str, root: str | Path, empty: Sequence[str], parts: M
     skipped: dict[str, str] = {}
     for part in parts.values():
         skipped.update(part.skipped)
+    if not skipped:  # nothing was left out: the dataset is too small for the split fractions
+        sizes = ", ".join(f"{name} {len(part)}" for name, part in parts.items())
+        return MghftError(
+            f"split(s) {list(empty)} of {fmt} dataset {root} hold no images: the split gives {sizes} (no item was "
+            "left out by the reader or the checks)",
+            hint="add images (each class needs a few per split), or change data.split_fractions",
+        )
     return MghftError(
         f"split(s) {list(empty)} of {fmt} dataset {root} hold no usable images: {skipped_summary(skipped)}",
         hint="check data.root and the image folders (skipped.json in the run folder lists every item)",

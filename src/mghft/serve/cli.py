@@ -13,6 +13,18 @@ from mghft.cli_args import local_path
 from mghft.errors import UsageError
 from mghft.scale.cli import add_engine_args
 
+
+def port_number(text: str) -> int:
+    """An argparse type for a TCP port, 0 to 65535 (0: the system picks a free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0 to 65535)")
+    return port
+
+
 PREDICT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 EXPORT_FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript"}
 
@@ -90,7 +102,7 @@ def register(sub: Any) -> None:
     )
     s.add_argument("--model", required=True, help="checkpoint folder or Hugging Face Hub repo id")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    s.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
+    s.add_argument("--port", type=port_number, default=8000, help="TCP port to listen on (0: any free port)")
     s.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
     s.add_argument("--batch-size", type=int, default=8, help="most images per forward pass")
     s.add_argument("--batch-wait-ms", type=float, default=5.0, help="wait for a batch to fill, milliseconds")

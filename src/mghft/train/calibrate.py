@@ -28,6 +28,14 @@ from mghft.errors import MghftError, UsageError
 from mghft.hub import CONFIG_NAME
 
 
+def bound_warning(cal: Calibration) -> str:
+    """What to tell the user when the fitted temperature sits at a limit."""
+    return (
+        f"the temperature fit stopped at its limit (T = {cal.temperature:.3g}, fitted on {cal.items} {cal.fitted_on} "
+        "items): too few or confidently wrong validation predictions; the calibrated probabilities are unreliable"
+    )
+
+
 def update_checkpoint_meta(folder: str | Path, **fields: Any) -> None:
     """Set top-level fields of a checkpoint's ``config.json`` (atomically)."""
     path = Path(folder) / CONFIG_NAME
@@ -171,6 +179,8 @@ def calibrate_after_training(
         print(f"not calibrated: {reason}")
         return {"skipped": reason}
     cal, sections, diagrams = calibrate_predictions(val, {"test": test})
+    if cal.at_bound:
+        print(f"warning: {bound_warning(cal)}")
     store_calibration(best, cal, classes)
     add_to_report(report_dir, sections, diagrams)
     t = next(s for s in sections if s["split"] == "test")

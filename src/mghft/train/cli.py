@@ -197,6 +197,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     check_data_root(cfg)
     emoji = read_emoji_map(args.emoji_map) if args.emoji_map else None
     cal = calibrate_checkpoint(args.model, cfg, split=args.split, out=args.out, emoji=emoji)
+    if cal.at_bound:
+        from mghft.train.calibrate import bound_warning
+
+        print(f"warning: {bound_warning(cal)}", file=sys.stderr)
     print(
         f"T = {cal.temperature:.4f} fitted on {cal.items} {args.split} items: ECE {100 * cal.ece_before:.2f}% -> "
         f"{100 * cal.ece_after:.2f}%, NLL {cal.nll_before:.4f} -> {cal.nll_after:.4f}; stored in {args.model}"

@@ -172,7 +172,8 @@ def check_split_overlap(
         raise SplitOverlapError(
             f"{len(found['images'])} image(s) appear in more than one split under different names (identical "
             f"bytes){where}:\n" + "\n".join(lines),
-            hint="remove the copies from val/test, or set data.allow_duplicate_images: true to train anyway",
+            hint="remove the copies from the dataset (or, with your own split file, from val/test), or set "
+            "data.allow_duplicate_images: true to train anyway",
         )
     if report_dir is not None:
         print(f"warning: {len(found['images'])} image(s) appear in more than one split (allowed){where}")

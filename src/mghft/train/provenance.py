@@ -60,6 +60,12 @@ def check_run_folder(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> list
     found = [out / name for name in RUN_FILES if (out / name).exists()]
     if found and not (resume or overwrite):
         names = ", ".join(p.name for p in found)
+        if not (out / "last").exists():  # a run that stopped before its first checkpoint: nothing to resume
+            raise UsageError(
+                f"output folder {out} holds a run that never finished an epoch ({names}), so there is nothing to "
+                "resume",
+                hint="pass --overwrite to start afresh in it, or set another `output`",
+            )
         raise UsageError(
             f"output folder {out} already holds a training run ({names})",
             hint="pass --resume to continue it, --overwrite to replace it, or set another `output`",
