@@ -24,7 +24,9 @@ def add_engine_args(p: argparse.ArgumentParser, *, actors_help: str) -> None:
                    help="Ray cluster to run on (default: $RAY_ADDRESS, else a local Ray)")  # fmt: skip
     g.add_argument("--actors", type=int, default=1, metavar="N", help=f"{actors_help} (default: 1)")
     g.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="G", help="GPUs per actor (default: 0)")
-    g.add_argument("--cpus-per-actor", type=float, default=1.0, metavar="C", help="CPUs per actor (default: 1)")
+    g.add_argument("--cpus-per-actor", type=float, metavar="C",
+                   help="CPUs Ray reserves per actor (default: 1 for predict, 0.25 for interpret, which waits on "
+                   "its servers); actors must leave some for the read tasks")  # fmt: skip
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
@@ -73,7 +75,7 @@ def predict_with_ray(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_actors=args.actors,
         gpus_per_actor=args.gpus_per_actor,
-        cpus_per_actor=args.cpus_per_actor,
+        cpus_per_actor=args.cpus_per_actor if args.cpus_per_actor is not None else 1.0,
         calibrated=not args.uncalibrated,
         emoji=read_emoji_map(args.emoji_map) if args.emoji_map else None,
         max_pixels=args.max_pixels,
@@ -99,6 +101,7 @@ def interpret_with_ray(args: argparse.Namespace, backend_factory: Callable[[], A
         out,
         backend_factory=backend_factory,
         num_actors=args.actors,
+        cpus_per_actor=args.cpus_per_actor if args.cpus_per_actor is not None else 0.25,
         concurrency=args.concurrency,
         max_side=args.max_side,
         progress=not args.no_progress,

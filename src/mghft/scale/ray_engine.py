@@ -362,6 +362,7 @@ def _run(
     done = existing_keys(out_dir, successes_only=successes_only)
     summary = RayJobSummary(inputs=len(locations))
     with ray_session(address, progress=progress) as ray:
+        _check_resources(ray, num_actors, cpus_per_actor, gpus_per_actor)
         done_ref = ray.put(frozenset(done))
         blocks = max(1, min(len(locations) // max(1, batch_size), 1000))
         ds = ray.data.from_items([{"path": p} for p in locations], override_num_blocks=blocks)
@@ -385,6 +386,29 @@ def _run(
     summary.output_rows = read_output(out_dir).num_rows if summary.files or done else 0
     summary.seconds = time.time() - t0
     return summary
+
+
+def _check_resources(ray: Any, num_actors: int, cpus_per_actor: float, gpus_per_actor: float) -> None:
+    """Stop before the job when the actors would hold every CPU (the read tasks could then never run: the job
+    would wait forever) or ask for more GPUs than the cluster has.
+
+    Raises:
+        UsageError: naming the flags and the cluster's resources.
+    """
+    have = ray.cluster_resources()
+    cpus, gpus = float(have.get("CPU", 0)), float(have.get("GPU", 0))
+    need = max(1, num_actors) * cpus_per_actor
+    if need + READ_CPUS > cpus:
+        raise UsageError(
+            f"--actors {num_actors} x --cpus-per-actor {cpus_per_actor:g} = {need:g} CPUs leave none of the cluster's "
+            f"{cpus:g} for reading the stickers (each read task takes {READ_CPUS:g})",
+            hint="lower --actors or --cpus-per-actor (e.g. --cpus-per-actor 0.5), or add nodes",
+        )
+    if gpus_per_actor and max(1, num_actors) * gpus_per_actor > gpus:
+        raise UsageError(
+            f"--actors {num_actors} x --gpus-per-actor {gpus_per_actor:g} GPUs, but the cluster has {gpus:g}",
+            hint="lower --actors or --gpus-per-actor",
+        )
 
 
 def predict_ray(
@@ -456,6 +480,7 @@ def interpret_ray(
     backend_factory: Callable[[], Any],
     batch_size: int = 32,
     num_actors: int = 1,
+    cpus_per_actor: float = 0.25,
     concurrency: int = 8,
     max_side: int = 512,
     progress: bool = True,
@@ -468,6 +493,7 @@ def interpret_ray(
 
     Args:
         backend_factory: a picklable callable returning the backend (each actor builds its own).
+        cpus_per_actor: CPUs Ray reserves per actor (it mostly waits on the servers).
         concurrency: requests in flight per actor (the server fleet sees ``num_actors x concurrency``).
         Others: as :func:`predict_ray`.
     """
@@ -482,7 +508,7 @@ def interpret_ray(
         batch_size=batch_size,
         num_actors=num_actors,
         gpus_per_actor=0.0,
-        cpus_per_actor=1.0,
+        cpus_per_actor=cpus_per_actor,
         progress=progress,
         address=address,
         max_bytes=max_bytes or MAX_STICKER_BYTES,
