@@ -73,7 +73,7 @@ def test_predict_on_ray_matches_local_and_resumes(local_ray, checkpoint: Path, t
         assert row["emoji"] == pred.emoji
     from mghft.errors import UsageError
 
-    with pytest.raises(UsageError, match="leave none of the cluster's 2 CPUs"):  # would wait forever otherwise
+    with pytest.raises(UsageError, match="leave none of the cluster's 2 for reading"):  # would wait forever otherwise
         predict_ray(locations, out, model=str(checkpoint), num_actors=2, cpus_per_actor=1.0, progress=False)
     s2 = predict_ray(locations, out, model=str(checkpoint), batch_size=4, progress=False)
     assert (s2.written, s2.already_done, s2.output_rows) == (0, 13, 13)  # nothing redone

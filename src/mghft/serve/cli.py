@@ -102,7 +102,7 @@ def register(sub: Any) -> None:
     )
     s.add_argument("--model", required=True, help="checkpoint folder or Hugging Face Hub repo id")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    s.add_argument("--port", type=port_number, default=8000, help="TCP port to listen on (0: any free port)")
+    s.add_argument("--port", type=port_number, default=8000, help="TCP port to listen on")
     s.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
     s.add_argument("--batch-size", type=int, default=8, help="most images per forward pass")
     s.add_argument("--batch-wait-ms", type=float, default=5.0, help="wait for a batch to fill, milliseconds")
