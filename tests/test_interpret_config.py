@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from mghft.cli import build_parser, main
 from mghft.interpret import DescriptionStore, RetryPolicy, WorkItem, build_backend, run_batch
 from mghft.interpret.clients import FatalBackendError
 from mghft.interpret.loopback import LoopbackServer, Reply, SeenRequest
 from tests.synthetic import write_ser30k
+from tests.test_interpret_answers import _images
 
 FAST = RetryPolicy(max_attempts=6, malformed_attempts=3, backoff_base=0.01, backoff_max=0.05)
 
@@ -25,16 +25,6 @@ def run_command(argv: list[str]) -> int:
     """Run one command's handler: project errors propagate (the CLI's wrapper would print them)."""
     args = build_parser().parse_args(argv)
     return int(args.handler(args) or 0)
-
-
-def _images(folder: Path, n: int) -> list[Path]:
-    folder.mkdir(exist_ok=True)
-    paths = []
-    for i in range(n):
-        path = folder / f"{i}.png"
-        Image.new("RGB", (10 + i, 10), (i * 40 % 256, 90, 30)).save(path)
-        paths.append(path)
-    return paths
 
 
 def _run(tmp_path: Path, script, n: int = 3, **kw):
