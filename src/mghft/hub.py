@@ -283,14 +283,20 @@ def resolve_checkpoint_dir(path_or_repo: str | Path, offline: bool | None = None
         ) from e
 
 
-def update_checkpoint_metrics(folder: str | Path, metrics: Mapping[str, Any]) -> None:
-    """Merge ``metrics`` into a checkpoint's ``config.json`` (atomically), e.g. its test results after training."""
+def update_checkpoint_meta(folder: str | Path, **fields: Any) -> None:
+    """Set top-level fields of a checkpoint's ``config.json`` (atomically), e.g. its fitted calibration."""
     path = Path(folder) / CONFIG_NAME
     meta = json.loads(path.read_text(encoding="utf-8"))
-    meta["metrics"] = {**meta.get("metrics", {}), **metrics}
+    meta.update(fields)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def update_checkpoint_metrics(folder: str | Path, metrics: Mapping[str, Any]) -> None:
+    """Merge ``metrics`` into a checkpoint's ``config.json`` (atomically), e.g. its test results after training."""
+    current = json.loads((Path(folder) / CONFIG_NAME).read_text(encoding="utf-8")).get("metrics", {})
+    update_checkpoint_meta(folder, metrics={**current, **metrics})
 
 
 def read_checkpoint_meta(folder: str | Path) -> dict[str, Any]:

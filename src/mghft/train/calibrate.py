@@ -8,7 +8,6 @@ item count it was fitted on, NLL and ECE before/after) and ``emoji`` (class -> e
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from mghft.calibration import (
 )
 from mghft.emoji import emoji_map
 from mghft.errors import MghftError, UsageError
-from mghft.hub import CONFIG_NAME
+from mghft.hub import CONFIG_NAME, update_checkpoint_meta
 
 
 def bound_warning(cal: Calibration) -> str:
@@ -34,16 +33,6 @@ def bound_warning(cal: Calibration) -> str:
         f"the temperature fit stopped at its limit (T = {cal.temperature:.3g}, fitted on {cal.items} {cal.fitted_on} "
         "items): too few or confidently wrong validation predictions; the calibrated probabilities are unreliable"
     )
-
-
-def update_checkpoint_meta(folder: str | Path, **fields: Any) -> None:
-    """Set top-level fields of a checkpoint's ``config.json`` (atomically)."""
-    path = Path(folder) / CONFIG_NAME
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    meta.update(fields)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def store_calibration(
