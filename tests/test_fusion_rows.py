@@ -109,3 +109,21 @@ def test_rows_beyond_the_sequence_are_the_whole_sequence() -> None:
     with torch.no_grad():
         torch.testing.assert_close(block(x, rows=9)[0], block(x)[0])
         torch.testing.assert_close(block(x, rows=3)[0], block(x)[0][:, :3])
+
+
+def test_one_row_of_the_paper_block_never_forms_keys_and_values() -> None:
+    """At the paper's width (768, 12 heads, 996 tokens) token 0 costs well under the two key/value layers."""
+    torch.manual_seed(0)
+    block = FusionBlock(768, 12, 3072, dropout=0.0, attn_dropout=0.0).double().eval()
+    x, ctx = torch.randn(1, 996, 768, dtype=torch.float64), torch.randn(1, 8, 768, dtype=torch.float64)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            row, attn = block(x, ctx, need_weights=True, rows=1)
+        one = counter.get_total_flops()
+        with FlopCounterMode(display=False) as counter:
+            full, full_attn = block(x, ctx, need_weights=True)
+    keys_and_values = 2 * 2 * 996 * 768 * 768
+    assert one < 0.05 * keys_and_values
+    torch.testing.assert_close(row[:, 0], full[:, 0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(attn[:, :, 0], full_attn[:, :, 0], rtol=1e-12, atol=1e-12)
+    assert counter.get_total_flops() > 10 * keys_and_values / 2

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from mghft.config import ModelConfig
 from mghft.losses import stage_alignment_loss
 from mghft.models.fusion import FusionBlock, gather_tokens, mlp2, select_local_tokens
+from mghft.models.ops import linear
 from mghft.models.pvt import build_backbone
 from mghft.models.text import TextEncoder
 
@@ -185,7 +186,7 @@ class MGHFT(nn.Module):
         """
         t, view_mask = self.encode_text(input_ids, attention_mask, text_features, view_mask, images.shape[0])
         out = self.forward_features(images, t, explain)
-        hid = self.visual_proj(out["visual_seq"]) + self.fusion_pos_embed  # (B, N, hidden)
+        hid = linear(out["visual_seq"], self.visual_proj) + self.fusion_pos_embed  # (B, N, hidden)
         tgfa = self.cfg.fusion.attention == "tgfa"
         ctx = self.text_seq_proj(out["text_seq"]) if tgfa else None  # (B, 8, hidden)
         # Only token 0 reaches the head (and the view weights): its row alone is computed, exactly.

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mghft.config import VisionConfig
+from mghft.models.ops import linear, linear_weights
 
 
 class DropPath(nn.Module):
@@ -59,7 +60,7 @@ class _GeluLinear(torch.autograd.Function):
     def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(h, weight)
         ctx.has_bias = bias is not None
-        return F.linear(F.gelu(h), weight, bias)
+        return linear_weights(F.gelu(h), weight, bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
@@ -91,18 +92,22 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: Tensor, size: tuple[int, int], n_cls: int) -> Tensor:
-        x = self.fc1(x)  # (B, n_cls + H*W, hidden)
+        # With gradients (and no dropout between) the GELU is recomputed in the backward pass; without, it runs
+        # inside fc1's product where nothing sits between them (PVT v1).
+        recompute = torch.is_grad_enabled() and (self.drop.p == 0 or not self.training)
+        fused = not recompute and self.dwconv is None
+        x = linear(x, self.fc1, gelu=fused)  # (B, n_cls + H*W, hidden)
         if self.dwconv is not None:
             B, _, C = x.shape
             H, W = size
             cls, patches = x[:, :n_cls], x[:, n_cls:]
-            patches = self.relu(patches).transpose(1, 2).reshape(B, C, H, W)
+            patches = self.relu(patches).reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W) channels-last
             patches = self.dwconv(patches).flatten(2).transpose(1, 2)  # (B, H*W, hidden)
             x = torch.cat([cls, patches], dim=1)
-        if torch.is_grad_enabled() and (self.drop.p == 0 or not self.training):
+        if recompute:
             return self.drop(_GeluLinear.apply(x, self.fc2.weight, self.fc2.bias))  # keeps x, not GELU(x)
-        x = self.drop(self.act(x))
-        return self.drop(self.fc2(x))
+        x = self.drop(x if fused else self.act(x))
+        return self.drop(linear(x, self.fc2))
 
 
 class SpatialReductionAttention(nn.Module):
@@ -148,7 +153,7 @@ class SpatialReductionAttention(nn.Module):
         B, _, C = x.shape
         H, W = size
         cls, patches = x[:, :n_cls], x[:, n_cls:]
-        patches = patches.transpose(1, 2).reshape(B, C, H, W)
+        patches = patches.reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W) channels-last: no copy
         if self.linear:
             patches = self.pool(patches)
         patches = self.sr(patches).flatten(2).transpose(1, 2)  # (B, M, C)
@@ -160,19 +165,23 @@ class SpatialReductionAttention(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Returns the output (B, N, C) and, if asked, the softmax map (B, heads, N, n_cls + M) before dropout."""
         B, N, C = x.shape
-        q = self.q(x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, N, d)
+        if need_weights:  # the scale folded into the query layer: (q / sqrt(d)) K^T, exact for d = 64 (1/8)
+            q = linear_weights(x, self.q.weight * self.scale, None if self.q.bias is None else self.q.bias * self.scale)
+        else:
+            q = linear(x, self.q)
+        q = q.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, N, d)
         kv = self._reduce(x, size, n_cls)
-        kv = self.kv(kv).reshape(B, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        kv = linear(kv, self.kv).reshape(B, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         k, v = kv.unbind(0)  # (B, h, M', d) each
         if need_weights:
-            attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)  # (B, h, N, M')
+            attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, M'), q already scaled
             out = self.attn_drop(attn) @ v  # (B, h, N, d)
         else:
             attn = None
             p = self.attn_drop.p if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         out = out.transpose(1, 2).reshape(B, N, C)
-        return self.proj_drop(self.proj(out)), attn
+        return self.proj_drop(linear(out, self.proj)), attn
 
 
 class Block(nn.Module):
@@ -219,7 +228,8 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        x = self.proj(x)  # (B, C, H, W)
+        x = self.proj(x.contiguous(memory_format=torch.channels_last))  # (B, C, H, W), channels-last
+        # channels-last: the token view below is contiguous, LayerNorm needs no copy
         size = (x.shape[2], x.shape[3])
         return self.norm(x.flatten(2).transpose(1, 2)), size  # (B, H*W, C)
 
@@ -348,7 +358,7 @@ class PyramidVisionTransformer(nn.Module):
             outs.append(StageOutput(x, size, maps, n_cls))
             if i < 3:
                 H, W = size
-                x = x[:, n_cls:].transpose(1, 2).reshape(B, -1, H, W)  # (B, C, H, W) for the next patch embed
+                x = x[:, n_cls:].reshape(B, H, W, -1).permute(0, 3, 1, 2)  # (B, C, H, W) channels-last view
         return outs
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -416,7 +426,7 @@ class PyramidVisionTransformerV2(nn.Module):
             x = stage.norm(x)
             outs.append(StageOutput(x, size, maps, n_cls))
             H, W = size
-            x = x[:, n_cls:].transpose(1, 2).reshape(B, -1, H, W)  # (B, C, H, W)
+            x = x[:, n_cls:].reshape(B, H, W, -1).permute(0, 3, 1, 2)  # (B, C, H, W) channels-last view
         return outs
 
     def forward_features(self, x: Tensor) -> Tensor:
