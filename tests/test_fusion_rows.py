@@ -31,7 +31,7 @@ def _full_block(block: FusionBlock, x: torch.Tensor, context: torch.Tensor | Non
     y = a.proj((attn @ v).permute(0, 2, 1, 3).reshape(B, N, D))
     x = x + y
     m = block.mlp
-    return x + m.fc2(m.act(m.fc1(block.norm2(x)))), text_attn
+    return x + m.fc2(torch.nn.functional.gelu(m.fc1(block.norm2(x)))), text_attn
 
 
 def _model(attention: str, dropout: float = 0.0) -> mghft.MGHFT:
