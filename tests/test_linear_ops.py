@@ -83,3 +83,16 @@ def test_backbone_features_match_the_standard_layers() -> None:
             plain = model.backbone.forward_features(images)
     assert fast.abs().max() > 0.1
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_flop_counter_counts_the_onednn_path_like_addmm() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    layer = nn.Linear(32, 48)
+    x = torch.randn(2, 10, 32)
+    counts = []
+    for enabled in (True, False):
+        with set_onednn_linear(enabled), torch.no_grad(), FlopCounterMode(display=False) as counter:
+            linear(x, layer, gelu=True)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] == 2 * 20 * 32 * 48

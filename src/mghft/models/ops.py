@@ -13,6 +13,7 @@ function; outputs differ by float rounding only (the order of the accumulation).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -21,6 +22,18 @@ from torch import Tensor, nn
 
 _AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 _enabled = True
+
+
+def _linear_pointwise_flops(x_shape: list[int], w_shape: list[int], *args: object, **kwargs: object) -> int:
+    """2 x tokens x in x out, as ``torch.utils.flop_counter`` counts ``addmm``."""
+    return 2 * math.prod(x_shape[:-1]) * w_shape[0] * w_shape[1]
+
+
+if _AVAILABLE:  # so that torch's flop counter counts the model's linear layers on this path too
+    from torch.utils.flop_counter import flop_registry, register_flop_formula
+
+    if torch.ops.mkldnn._linear_pointwise not in flop_registry:
+        register_flop_formula(torch.ops.mkldnn._linear_pointwise)(_linear_pointwise_flops)
 
 
 @contextlib.contextmanager
