@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,19 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("set-without-value", ["train", "{cfg}", "--set"], 2, "argument --set: expected one argument"),
     ("config-missing", ["train", "{tmp}/nope.yaml"], 1, "config file {tmp}/nope.yaml does not exist"),
     ("config-not-yaml", ["train", "{bad_yaml}"], 2, "bad.yaml: not valid YAML"),
-    ("config-unknown-field", ["train", "{cfg}", "--set", "epochz=3"], 2, "epochz: unknown field"),
-    ("config-unknown-nested-field", ["train", "{cfg}", "--set", "data.rot=x"], 2, "data.rot: unknown field"),
-    ("config-bad-choice", ["train", "{cfg}", "--set", "data.format=csv"], 2, "data.format: expected one of"),
+    ("config-unknown-field", ["train", "{cfg}", "--set", "epochz=3"], 2, "--set epochz=3: epochz: unknown field"),
+    (
+        "config-unknown-nested-field",
+        ["train", "{cfg}", "--set", "data.rot=x"],
+        2,
+        "=x: data.rot: unknown field",
+    ),
+    (
+        "config-bad-choice",
+        ["train", "{cfg}", "--set", "data.format=csv"],
+        2,
+        "=csv: data.format: expected one of",
+    ),
     ("config-bad-view", ["train", "{cfg}", "--set", "views=[posture]"], 2, "views: unknown view(s) ['posture']"),
     ("unknown-model", ["train", "{cfg}", "--set", "model=mghft_tny"], 2, "unknown model 'mghft_tny'"),
     (
@@ -406,7 +417,9 @@ def test_export_prints_a_verdict_against_its_tolerance(
 
     assert main(["export", "--model", files["ckpt"], "--out", f"{files['tmp']}/model.pt"]) == 0
     out = capsys.readouterr().out
-    assert "(torchscript," in out and "PASS: probabilities within 0 of PyTorch, tolerance 0.001" in out
+    assert "(torchscript," in out
+    found = re.search(r"PASS: probabilities within (\S+) of PyTorch, tolerance 0.001", out)
+    assert found and float(found.group(1)) < 1e-5  # float rounding of the CPU kernels only
     lines = export_verdict({"logits": 0.02, "probabilities": 0.004, "patches_stage1": 0.9}, 1e-3)
     assert lines[-1].startswith("FAIL: probabilities within 0.004 of PyTorch, tolerance 0.001; patch picks")
     assert "equal picks: 90.0%" in lines[2]

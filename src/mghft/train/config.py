@@ -178,7 +178,17 @@ class TrainConfig:
         try:
             return cls.from_dict(apply_overrides(data, overrides or []))
         except ConfigError as e:
-            raise ConfigError(f"{path}: {e}", hint=e.hint) from None
+            raise ConfigError(f"{_source_of(str(e), path, overrides or [])}: {e}", hint=e.hint) from None
+
+
+def _source_of(message: str, path: str | Path, overrides: list[str]) -> str:
+    """Where a config error's field came from: the ``--set`` item that wrote it, else the file."""
+    field = message.split(":", 1)[0]
+    for item in reversed(overrides):  # the last one given wins, as when applied
+        key = item.partition("=")[0]
+        if key == field or key.startswith(field + "."):
+            return f"--set {item}"
+    return str(path)
 
 
 def load_yaml_with_base(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
