@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "mghft.config",
             "mghft.resources",
             "mghft.provenance",
+            "mghft.console",
         ),
     ),
     ("data", ("mghft.data", "mghft.losses", "mghft.evaluate", "mghft.stats", "mghft.calibration", "mghft.emoji")),

@@ -504,7 +504,9 @@ def _log_to_stderr() -> None:
 
     logger = logging.getLogger("mghft.serve")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        from mghft.console import BarSafeHandler
+
+        handler = BarSafeHandler()  # above `mghft predict`'s progress bar
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
