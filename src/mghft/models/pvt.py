@@ -42,7 +42,7 @@ class DropPath(nn.Module):
             return x
         keep = 1.0 - self.p
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
+        return x * mask.div_(keep)  # the per-sample factor scaled first: one pass over x, as timm's drop_path
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -100,7 +100,7 @@ class Mlp(nn.Module):
         if self.dwconv is not None:
             B, _, C = x.shape
             H, W = size
-            cls, patches = x[:, :n_cls], x[:, n_cls:]
+            cls, patches = x.split([n_cls, H * W], dim=1)  # its backward concatenates; slices would zero-fill
             patches = self.relu(patches).reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W) channels-last
             patches = self.dwconv(patches).flatten(2).transpose(1, 2)  # (B, H*W, hidden)
             x = torch.cat([cls, patches], dim=1)
@@ -152,7 +152,7 @@ class SpatialReductionAttention(nn.Module):
             return x
         B, _, C = x.shape
         H, W = size
-        cls, patches = x[:, :n_cls], x[:, n_cls:]
+        cls, patches = x.split([n_cls, H * W], dim=1)  # its backward concatenates; slices would zero-fill
         patches = patches.reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W) channels-last: no copy
         if self.linear:
             patches = self.pool(patches)
