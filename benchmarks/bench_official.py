@@ -22,7 +22,8 @@ the first step; the step's FLOPs by torch's flop counter (``torch.utils.flop_cou
 convolutions, attention; this project's oneDNN linear counted as ``addmm``) and the achieved rate, FLOPs / median
 time, as a fraction of the float32 rate of a ``--matmul`` x ``--matmul`` matrix product timed in the same process
 right after each step (median), so that load from other processes weighs on both alike; its matrices are made
-after the step and freed before the next, so they never raise the step's peak memory. The load average is printed with the figures.
+after the step and freed before the next, so they never raise the step's peak memory. The load average is
+printed with the figures.
 
 Without ``--official-dir`` only this project's side is measured, and the output says so: no ratios.
 
