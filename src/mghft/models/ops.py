@@ -3,7 +3,7 @@
 ``torch.nn.functional.linear`` with a bias on CPU first copies the bias into every output row and then
 accumulates the product on top: one extra pass over the output, which for PVT's token-wise layers (12,545 tokens
 at 448 px in stage 1) costs as much as a third of the product. oneDNN's linear applies the bias, and optionally
-the exact (erf) GELU, in the product's epilogue instead. :func:`linear` uses it for float32/bfloat16 CPU
+the exact (erf) GELU, in the product's epilogue instead. :func:`linear` uses it for float32 CPU
 tensors, in inference and (through a custom autograd function with the standard gradients) in training; it
 falls back to ``F.linear`` wherever oneDNN does not apply (other devices or dtypes, autocast, tracing,
 export, ``torch.compile``) or after :func:`set_onednn_linear` turned it off. Both paths compute the same
@@ -50,7 +50,7 @@ def set_onednn_linear(enabled: bool) -> Iterator[None]:
 def _onednn_applies(x: Tensor, weight: Tensor) -> bool:
     if not (_AVAILABLE and _enabled) or x.device.type != "cpu" or x.dtype != weight.dtype:
         return False
-    if x.dtype not in (torch.float32, torch.bfloat16) or torch.is_autocast_enabled("cpu"):
+    if x.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
         return False
     return not (
         torch.jit.is_scripting()
@@ -90,7 +90,7 @@ class _OneDnnLinear(torch.autograd.Function):
 def linear(x: Tensor, layer: nn.Linear, gelu: bool = False) -> Tensor:
     """``layer(x)``, followed by the exact GELU if ``gelu``: (..., in) -> (..., out).
 
-    On CPU in float32/bfloat16 the bias (and, without gradients, the GELU) run inside oneDNN's product; the
+    On CPU in float32 the bias (and, without gradients, the GELU) run inside oneDNN's product; the
     result equals ``F.gelu(layer(x))`` / ``layer(x)`` up to float rounding, with the same gradients.
     """
     return linear_weights(x, layer.weight, layer.bias, gelu)
