@@ -33,6 +33,7 @@ from typing import Any
 PARTS = ("predict", "interpret", "features", "readers")
 PER_FOLDER = 1000
 CLASSES = ("anger", "happiness", "sadness")
+IMAGE_SIZE = 32
 
 
 def _generate(work: Path, n: int, images: bool = True) -> list[Path]:
@@ -73,14 +74,16 @@ def _generate(work: Path, n: int, images: bool = True) -> list[Path]:
 
 
 def _checkpoint(work: Path) -> Path:
-    folder = work / "tiny-checkpoint"
+    """A random ``mghft_tiny`` at 32 px without a text encoder (as ``bench_scale_ray.py`` builds its checkpoint,
+    smaller still): the model's cost per sticker is the same at any N, so a small one shows the bookkeeping."""
+    folder = work / f"tiny-checkpoint-{IMAGE_SIZE}px"
     if not (folder / "model.safetensors").exists():
         import torch
 
         import mghft
 
         torch.manual_seed(0)
-        model = mghft.create_model("mghft_tiny")
+        model = mghft.create_model("mghft_tiny", image_size=IMAGE_SIZE, text_encoder=False)
         mghft.save_checkpoint(model, folder, class_names=list(mghft.SER30K_CLASSES))
     return folder
 
@@ -157,8 +160,9 @@ def _measure(args: argparse.Namespace, part: str, n: int, extra: list[str]) -> d
     import tempfile
 
     cmd = [sys.executable, __file__, "--work", str(args.work), "--child", part, "--n", str(n), *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.torch_threads), "MKL_NUM_THREADS": str(args.torch_threads)}
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         out = proc.stdout.read()  # type: ignore[union-attr]
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -176,6 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     p.add_argument("--work", type=Path, default=Path("/tmp/mghft-scaling"), help="generated data and outputs")
     p.add_argument("--results", type=Path, help="append the figures as one JSON line to this file")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch threads per part (default 1: on a shared machine, tiny models on two threads wait on each "
+        "other's time slices, which measures the machine's load rather than the bookkeeping)",
+    )
     p.add_argument("--child", choices=PARTS, help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
@@ -213,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server is not None:
             server.stop()
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, {args.torch_threads} torch thread(s)")
     print(
         "| part | "
         + " | ".join(f"N = {n:,}" for n in sorted(args.sizes))
@@ -230,7 +241,15 @@ def main(argv: list[str] | None = None) -> int:
             grow = f"{100 * (by_n[100000]['peak_rss_mb'] / by_n[10000]['peak_rss_mb'] - 1):+.0f}%"
         print(f"| {part} | " + " | ".join(cells) + f" | {spread} | {grow} |")
     if args.results:
-        record = {"benchmark": "bench_scaling", "sizes": args.sizes, "load_average": os.getloadavg()[0], "rows": rows}
+        record = {
+            "benchmark": "bench_scaling",
+            "sizes": args.sizes,
+            "load_average": os.getloadavg()[0],
+            "torch_threads": args.torch_threads,
+            "image_size": IMAGE_SIZE,
+            "time": time.strftime("%Y-%m-%d %H:%M"),
+            "rows": rows,
+        }
         with open(args.results, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
     return 0

@@ -279,13 +279,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     files, ignored = found.files, found.ignored
     for s in found.skipped:  # never opened: a FIFO would block, /dev/zero never ends
         print(f"skipped {s}", file=sys.stderr)
-    files += [f for f in unique_files(p[2] for p in packs) if f not in set(files)]
+    if packs:
+        listed = set(files)
+        files += [f for f in unique_files(p[2] for p in packs) if f not in listed]
     if not files:
         print(f"error: no image files under {' '.join(map(str, args.paths))}", file=sys.stderr)
         return 1
     interpreter = _build_interpreter(args)
     predictor = load_predictor(
         args.model,
+        text_encoder=interpreter is not None,  # bare images only: no view text will ever be encoded
         device=args.device,
         max_pixels=args.max_pixels,
         batch_size=args.batch_size,
@@ -347,7 +350,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                         overlay = str(target)
                     if writer is not None:
                         writer.write(pred, overlay)
-                    tags[Path(pred.name)] = pred.emoji
+                    if packs:  # only a pack needs the tags afterwards; nothing per image is kept otherwise
+                        tags[Path(pred.name)] = pred.emoji
                     done += 1
                 bar.update(len(chunk))
     finally:
