@@ -13,7 +13,6 @@ Manifest columns (CSV header / JSONL keys):
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,12 +36,21 @@ def _class_order(labels: set[str]) -> tuple[str, ...]:
     return tuple(sorted(labels))
 
 
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` (split on ``\\n``), one at a time: no list of every line, no second copy of the text."""
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start:end]
+        start = end + 1
+    yield text[start:]
+
+
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line, row dict) of a CSV/TSV/JSONL manifest, one at a time; blank lines skipped."""
     suffix = path.suffix.lower()
     text = decode_text(path, path.read_bytes(), "utf-8-sig")
     if suffix in (".jsonl", ".ndjson"):
-        for line_no, line in enumerate(io.StringIO(text, newline="\n"), start=1):  # no list of every line
+        for line_no, line in enumerate(_lines(text), start=1):
             if not line.strip():
                 continue
             try:

@@ -183,7 +183,7 @@ class Plan:
     unreadable: list[tuple[WorkItem, str]]
 
 
-PLAN_CHUNK = 1024
+PLAN_CHUNK = 512
 """Files hashed, looked up in the store and decided on at a time while planning."""
 
 
