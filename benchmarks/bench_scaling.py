@@ -3,7 +3,8 @@
 Generates N small stickers (48 x 48 PNG, 1,000 per folder; a larger N reuses the smaller sets' files) and a JSONL
 manifest with labels and four view descriptions, then runs each part at each N in a fresh process:
 
-* ``predict``: ``mghft predict <folders> --model <random mghft_tiny checkpoint> --out preds.jsonl`` (bare images);
+* ``predict``: ``mghft predict <folders> --model <checkpoint> --out preds.jsonl`` (bare images), the checkpoint a
+  random ``mghft_tiny`` at 32 px without a text encoder: the model's cost per sticker is the same at any N;
 * ``interpret``: ``mghft interpret <folders> --store <new store>`` against a loopback chat-completions server
   (``mghft.interpret.loopback``, zero delay, in this process) with 8 requests in flight;
 * ``features``: the text-feature cache filled with the 4 x N distinct view texts of the manifest
@@ -12,8 +13,9 @@ manifest with labels and four view descriptions, then runs each part at each N i
 * ``readers``: ``read_manifest`` and ``validate_index`` (every image decoded, 2 threads).
 
 Printed per part and N: seconds per item (the command's own run, after its imports; fixed start-up work such as
-loading the model counts, spread over N) and the process's peak resident memory (``ru_maxrss``). The goal: time
-per item within +-25% across N, peak memory from 10k to 100k up by at most 15%.
+loading the model counts, spread over N) and the process's peak resident memory (``VmHWM``). Each part runs with
+one torch thread (``--torch-threads``). The goal: time per item within +-25% across N, peak memory from 10k to 100k
+up by at most 15%.
 
     PYTHONPATH=src python benchmarks/bench_scaling.py --sizes 1000 10000 100000 --work /tmp/scaling
 """
@@ -163,11 +165,25 @@ def _child(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - t0
         if report.total != n or not report.ok:
             raise SystemExit(f"readers: {report.total} samples, {len(report.problems)} problems")
-    print(json.dumps({"seconds": seconds}))
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": _own_peak_mb()}))
+
+
+def _own_peak_mb() -> float:
+    """This process's peak resident memory since it started its program (``VmHWM``), in MB.
+
+    Not ``ru_maxrss``: Linux carries the parent's resident size at the fork into the child's ``ru_maxrss``, so a
+    parent grown large (the loopback server keeps every request it was sent) would show in every later part.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _measure(args: argparse.Namespace, part: str, n: int, extra: list[str]) -> dict[str, Any]:
-    """Run one part at one N in a child process: its seconds and its own peak resident memory (``wait4``)."""
+    """Run one part at one N in a child process: its seconds and its own peak resident memory."""
     import tempfile
 
     cmd = [sys.executable, __file__, "--work", str(args.work), "--child", part, "--n", str(n), *extra]
@@ -175,14 +191,15 @@ def _measure(args: argparse.Namespace, part: str, n: int, extra: list[str]) -> d
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         out = proc.stdout.read()  # type: ignore[union-attr]
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status = os.waitpid(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             err.seek(0)
             sys.stderr.write(err.read()[-3000:])
             raise SystemExit(f"{part} at N={n} failed (exit {proc.returncode})")
-    seconds = json.loads(out.strip().splitlines()[-1])["seconds"]
-    return {"seconds": seconds, "ms_per_item": 1000 * seconds / n, "peak_rss_mb": usage.ru_maxrss / 1024}
+    got = json.loads(out.strip().splitlines()[-1])
+    seconds = got["seconds"]
+    return {"seconds": seconds, "ms_per_item": 1000 * seconds / n, "peak_rss_mb": got["peak_rss_mb"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.results:
         record = {
             "benchmark": "bench_scaling",
+            "command": "python benchmarks/bench_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "sizes": args.sizes,
             "load_average": os.getloadavg()[0],
             "torch_threads": args.torch_threads,
