@@ -3,7 +3,8 @@
 Generates N small stickers (48 x 48 PNG, 1,000 per folder; a larger N reuses the smaller sets' files) and a JSONL
 manifest with labels and four view descriptions, then runs each part at each N in a fresh process:
 
-* ``predict``: ``mghft predict <folders> --model <random mghft_tiny checkpoint> --out preds.jsonl`` (bare images);
+* ``predict``: ``mghft predict <folders> --model <checkpoint> --out preds.jsonl`` (bare images), the checkpoint a
+  random ``mghft_tiny`` at 32 px without a text encoder: the model's cost per sticker is the same at any N;
 * ``interpret``: ``mghft interpret <folders> --store <new store>`` against a loopback chat-completions server
   (``mghft.interpret.loopback``, zero delay, in this process) with 8 requests in flight;
 * ``features``: the text-feature cache filled with the 4 x N distinct view texts of the manifest
@@ -12,8 +13,9 @@ manifest with labels and four view descriptions, then runs each part at each N i
 * ``readers``: ``read_manifest`` and ``validate_index`` (every image decoded, 2 threads).
 
 Printed per part and N: seconds per item (the command's own run, after its imports; fixed start-up work such as
-loading the model counts, spread over N) and the process's peak resident memory (``ru_maxrss``). The goal: time
-per item within +-25% across N, peak memory from 10k to 100k up by at most 15%.
+loading the model counts, spread over N) and the process's peak resident memory (``VmHWM``). Each part runs with
+one torch thread (``--torch-threads``). The goal: time per item within +-25% across N, peak memory from 10k to 100k
+up by at most 15%.
 
     PYTHONPATH=src python benchmarks/bench_scaling.py --sizes 1000 10000 100000 --work /tmp/scaling
 """
@@ -33,6 +35,11 @@ from typing import Any
 PARTS = ("predict", "interpret", "features", "readers")
 PER_FOLDER = 1000
 CLASSES = ("anger", "happiness", "sadness")
+IMAGE_SIZE = 32
+PRE_IMPORTS = {
+    "predict": ("torch", "mghft.data", "mghft.serve.cli", "mghft.serve.predictor", "mghft.models.factory"),
+    "interpret": ("mghft.interpret.cli", "mghft.interpret.runner", "mghft.interpret.backends", "httpx"),
+}
 
 
 def _generate(work: Path, n: int, images: bool = True) -> list[Path]:
@@ -73,14 +80,16 @@ def _generate(work: Path, n: int, images: bool = True) -> list[Path]:
 
 
 def _checkpoint(work: Path) -> Path:
-    folder = work / "tiny-checkpoint"
+    """A random ``mghft_tiny`` at 32 px without a text encoder (as ``bench_scale_ray.py`` builds its checkpoint,
+    smaller still): the model's cost per sticker is the same at any N, so a small one shows the bookkeeping."""
+    folder = work / f"tiny-checkpoint-{IMAGE_SIZE}px"
     if not (folder / "model.safetensors").exists():
         import torch
 
         import mghft
 
         torch.manual_seed(0)
-        model = mghft.create_model("mghft_tiny")
+        model = mghft.create_model("mghft_tiny", image_size=IMAGE_SIZE, text_encoder=False)
         mghft.save_checkpoint(model, folder, class_names=list(mghft.SER30K_CLASSES))
     return folder
 
@@ -93,7 +102,14 @@ def _child(args: argparse.Namespace) -> None:
     shutil.rmtree(run, ignore_errors=True)  # a fresh store, cache and output every time
     run.mkdir(parents=True)
     if part in ("predict", "interpret"):
+        import importlib
+
         from mghft.cli import main
+
+        # The command's imports (torch, the predictor, the HTTP client, ...) before the clock starts, as for the
+        # other parts: what is timed is the command's own work, loading the model included.
+        for module in PRE_IMPORTS[part]:
+            importlib.import_module(module)
 
         if part == "predict":
             argv = ["predict", *folders, "--model", str(args.checkpoint), "--out", str(run / "preds.jsonl")]
@@ -149,25 +165,41 @@ def _child(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - t0
         if report.total != n or not report.ok:
             raise SystemExit(f"readers: {report.total} samples, {len(report.problems)} problems")
-    print(json.dumps({"seconds": seconds}))
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": _own_peak_mb()}))
+
+
+def _own_peak_mb() -> float:
+    """This process's peak resident memory since it started its program (``VmHWM``), in MB.
+
+    Not ``ru_maxrss``: Linux carries the parent's resident size at the fork into the child's ``ru_maxrss``, so a
+    parent grown large (the loopback server keeps every request it was sent) would show in every later part.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _measure(args: argparse.Namespace, part: str, n: int, extra: list[str]) -> dict[str, Any]:
-    """Run one part at one N in a child process: its seconds and its own peak resident memory (``wait4``)."""
+    """Run one part at one N in a child process: its seconds and its own peak resident memory."""
     import tempfile
 
     cmd = [sys.executable, __file__, "--work", str(args.work), "--child", part, "--n", str(n), *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.torch_threads), "MKL_NUM_THREADS": str(args.torch_threads)}
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         out = proc.stdout.read()  # type: ignore[union-attr]
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status = os.waitpid(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             err.seek(0)
             sys.stderr.write(err.read()[-3000:])
             raise SystemExit(f"{part} at N={n} failed (exit {proc.returncode})")
-    seconds = json.loads(out.strip().splitlines()[-1])["seconds"]
-    return {"seconds": seconds, "ms_per_item": 1000 * seconds / n, "peak_rss_mb": usage.ru_maxrss / 1024}
+    got = json.loads(out.strip().splitlines()[-1])
+    seconds = got["seconds"]
+    return {"seconds": seconds, "ms_per_item": 1000 * seconds / n, "peak_rss_mb": got["peak_rss_mb"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     p.add_argument("--work", type=Path, default=Path("/tmp/mghft-scaling"), help="generated data and outputs")
     p.add_argument("--results", type=Path, help="append the figures as one JSON line to this file")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch threads per part (default 1: on a shared machine, tiny models on two threads wait on each "
+        "other's time slices, which measures the machine's load rather than the bookkeeping)",
+    )
     p.add_argument("--child", choices=PARTS, help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
@@ -213,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server is not None:
             server.stop()
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, {args.torch_threads} torch thread(s)")
     print(
         "| part | "
         + " | ".join(f"N = {n:,}" for n in sorted(args.sizes))
@@ -230,7 +269,16 @@ def main(argv: list[str] | None = None) -> int:
             grow = f"{100 * (by_n[100000]['peak_rss_mb'] / by_n[10000]['peak_rss_mb'] - 1):+.0f}%"
         print(f"| {part} | " + " | ".join(cells) + f" | {spread} | {grow} |")
     if args.results:
-        record = {"benchmark": "bench_scaling", "sizes": args.sizes, "load_average": os.getloadavg()[0], "rows": rows}
+        record = {
+            "benchmark": "bench_scaling",
+            "command": "python benchmarks/bench_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "sizes": args.sizes,
+            "load_average": os.getloadavg()[0],
+            "torch_threads": args.torch_threads,
+            "image_size": IMAGE_SIZE,
+            "time": time.strftime("%Y-%m-%d %H:%M"),
+            "rows": rows,
+        }
         with open(args.results, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
     return 0

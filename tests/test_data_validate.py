@@ -79,3 +79,28 @@ def test_clean_index_passes(tmp_path: Path) -> None:
     report = validate_index(clean, workers=4)
     assert report.ok and report.counts == {} and report.index is not None and len(report.index) == 1
     assert report.summary() == "ok: all 1 samples valid"
+
+
+def test_checks_in_threads_hold_a_bounded_number_in_flight(tmp_path: Path) -> None:
+    import tracemalloc
+
+    n = 5000
+    files = []
+    for i in range(n):
+        path = tmp_path / f"s{i}.png"
+        path.write_bytes(b"")
+        files.append(path)
+    files[1234].unlink()
+    index = DatasetIndex("many", tmp_path, ("a", "b"), [Sample(p, i % 2, f"k{i}") for i, p in enumerate(files)])
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        report = validate_index(index, on_error="skip", check_images=False, workers=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report.total == n and [(p.key, p.kind) for p in report.problems] == [("k1234", "missing")]
+    assert len(report.index.samples) == n - 1
+    # One future and one result per sample, all at once, cost about 2 kB per sample.
+    assert (peak - before) / n < 1000, (peak - before) / n

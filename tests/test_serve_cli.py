@@ -288,3 +288,29 @@ def test_serve_prints_its_url_once_it_listens(checkpoint: Path, tmp_path: Path) 
         timer.cancel()
         proc.terminate()
         proc.wait(30)
+
+
+def test_bare_image_predict_loads_no_text_encoder(
+    checkpoint: Path, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``--interpreter`` or ``--store`` no view text can come, so the text encoder is never loaded."""
+    import mghft.models.text
+
+    out = tmp_path / "labels.jsonl"
+    args = ["predict", str(folder / "happy.png"), str(folder / "pack"), "--model", str(checkpoint), "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    expected = out.read_text(encoding="utf-8")
+
+    loaded: list[object] = []
+    real = mghft.models.text.load_text_backbone
+
+    def counted(*args: object, **kwargs: object) -> object:
+        loaded.append(args[0] if args else kwargs)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mghft.models.text, "load_text_backbone", counted)
+    assert main(args) == 0
+    assert loaded == [] and out.read_text(encoding="utf-8") == expected  # not loaded; the same predictions
+    assert main([*args, "--store", str(tmp_path / "views.sqlite")]) == 0
+    assert len(loaded) == 1  # a store may give views: then it is loaded

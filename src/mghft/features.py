@@ -10,9 +10,11 @@ each distinct view text is encoded once and stored. The cache is content-address
 - inside it, one row per distinct *text*, keyed by the sha256 of the text: a changed description is a new text
   and is encoded on the next use, while unchanged texts are reused.
 
-Rows live in append-only ``shard-<unique id>.safetensors`` files; ``index.json`` maps each text to its shard and
-row and is merged and replaced atomically under a file lock after each shard is written, so several processes can
-fill one cache at once and an interrupted run loses at most the shard it was writing.
+Rows live in append-only ``shard-<unique id>.safetensors`` files; ``index.sqlite`` (SQLite, WAL mode) maps each
+text to its shard and row. A shard is complete on disk before one transaction adds its rows to the index, so
+several processes can fill one cache at once and an interrupted run loses at most the shard it was writing; the
+index grows by its new rows only, and lookups are indexed queries (nothing proportional to the cache is held in
+memory or rewritten).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,11 +35,17 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from mghft.config import TextConfig
+from mghft.errors import MghftError
 from mghft.models.text import TextEncoder, view_texts
 
 CACHE_FORMAT = 3
 _FINGERPRINT_FIELDS = ("encoder", "dim", "max_length", "last_layers", "masked_mean", "pad_to_max_length")
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
+INDEX_FILE = "index.sqlite"
+_INDEX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, shard TEXT NOT NULL, row INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
 
 
 def _file_sha256(path: Path) -> str:
@@ -112,10 +121,22 @@ def text_key(text: str) -> str:
 class TextFeatureCache:
     """Disk cache of pooled text-encoder features for one encoder setting.
 
+    Rows live in append-only shard files; ``index.sqlite`` maps each text's key to its shard and row. A shard is
+    written under a temporary name and renamed, then its rows are added to the index in one transaction, so a
+    crash loses at most the shard being written and the index never names a missing or partial shard. Several
+    processes may fill and read one cache at once (SQLite's locking; a row written twice keeps the first). Each
+    lookup is one indexed query, so neither time per text nor memory grows with the number of cached texts.
+
+    A folder written by an earlier version (rows listed in ``index.json``) is read: its rows are copied into
+    ``index.sqlite`` on first open and ``index.json`` is renamed ``index.json.imported``.
+
     Args:
         root: cache root; the features go to ``root/<fingerprint>/``.
         cfg: the text config whose encoder and pooling produce the features.
         encoder_factory: builds the encoder when a text is missing (never called when everything is cached).
+
+    Raises:
+        MghftError: the folder's index is unreadable (not a cache index, or a newer layout than this version's).
     """
 
     def __init__(
@@ -127,18 +148,20 @@ class TextFeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._factory = encoder_factory or (lambda: TextEncoder.from_config(cfg))
         self._encoder: TextEncoder | None = None
-        self._rows: dict[str, tuple[str, int]] = {}
         self._shards: dict[str, Tensor] = {}
+        self._db: sqlite3.Connection | None = None
+        self._db_pid = -1
         self.computed = 0
         self.reused = 0
         with self._locked():
-            self._merge_index()
+            self._open_index()
+            self._import_json_index()
             if not (self.dir / "settings.json").exists():
                 (self.dir / "settings.json").write_text(json.dumps(self.identity, indent=2), encoding="utf-8")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """An exclusive lock on the cache folder: several processes may fill one cache at the same time."""
+        """An exclusive lock on the cache folder (creating the index, importing an old one)."""
         with open(self.dir / ".lock", "a+b") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
@@ -146,13 +169,82 @@ class TextFeatureCache:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def _merge_index(self) -> None:
-        """Take in the rows other processes have written (call under the lock)."""
-        index = self.dir / "index.json"
-        if index.exists():
-            meta = json.loads(index.read_text(encoding="utf-8"))
-            for k, (shard, row) in meta["rows"].items():
-                self._rows.setdefault(k, (shard, row))
+    def _open_index(self) -> sqlite3.Connection:
+        """The index connection of this process (a forked child opens its own)."""
+        if self._db is not None and self._db_pid == os.getpid():
+            return self._db
+        path = self.dir / INDEX_FILE
+        try:
+            db = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_INDEX_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+            if row is None:
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (str(CACHE_FORMAT),))
+            elif row[0] != str(CACHE_FORMAT):
+                raise MghftError(
+                    f"text-feature cache {self.dir}: index format {row[0]}, this version reads {CACHE_FORMAT}",
+                    hint=f"use the mghft version that wrote it, or delete the folder {self.dir} (its texts are "
+                    "encoded again on the next run)",
+                )
+        except sqlite3.DatabaseError as err:
+            raise MghftError(
+                f"text-feature cache {self.dir}: {path.name} is not a readable cache index ({err})",
+                hint=f"delete the folder {self.dir}; its texts are encoded again on the next run",
+            ) from err
+        self._db, self._db_pid = db, os.getpid()
+        return db
+
+    def _import_json_index(self) -> None:
+        """Copy the rows of an earlier version's ``index.json`` into the index (call under the lock)."""
+        old = self.dir / "index.json"
+        if not old.exists():
+            return
+        try:
+            meta = json.loads(old.read_text(encoding="utf-8"))
+            rows = [(str(k), str(shard), int(row)) for k, (shard, row) in meta["rows"].items()]
+            fmt = meta.get("format")
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise MghftError(
+                f"text-feature cache {self.dir}: index.json is not a cache index ({err})",
+                hint=f"delete the folder {self.dir}; its texts are encoded again on the next run",
+            ) from err
+        if fmt != CACHE_FORMAT:
+            raise MghftError(
+                f"text-feature cache {self.dir}: index.json has format {fmt!r}, this version reads {CACHE_FORMAT}",
+                hint=f"delete the folder {self.dir}; its texts are encoded again on the next run",
+            )
+        missing = sorted({s for _, s, _ in rows if not (self.dir / s).is_file()})
+        if missing:
+            raise MghftError(
+                f"text-feature cache {self.dir}: index.json names {len(missing)} missing shard file(s), "
+                f"e.g. {missing[0]}",
+                hint=f"delete the folder {self.dir}; its texts are encoded again on the next run",
+            )
+        self._insert(rows)
+        os.replace(old, self.dir / "index.json.imported")
+
+    def _insert(self, rows: Sequence[tuple[str, str, int]]) -> None:
+        db = self._open_index()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR IGNORE INTO rows VALUES (?,?,?)", rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _where(self, keys: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """Shard and row of those of ``keys`` that are cached (one query per 500 keys)."""
+        db = self._open_index()
+        out: dict[str, tuple[str, int]] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            marks = ",".join("?" * len(part))
+            for k, shard, row in db.execute(f"SELECT key, shard, row FROM rows WHERE key IN ({marks})", part):
+                out[k] = (shard, row)
+        return out
 
     def _features(self, shard: str, row: int) -> Tensor:
         if shard not in self._shards:
@@ -160,51 +252,56 @@ class TextFeatureCache:
         return self._shards[shard][row]
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return int(self._open_index().execute("SELECT COUNT(*) FROM rows").fetchone()[0])
 
     def __contains__(self, text: str) -> bool:
-        return text_key(text) in self._rows
+        return bool(self._where([text_key(text)]))
 
     def _save_shard(self, keys: list[str], feats: Tensor) -> str:
         name = f"shard-{uuid.uuid4().hex}.safetensors"  # unique: concurrent writers never share a file
-        save_file({"features": feats.contiguous()}, str(self.dir / name))
-        self._shards[name] = feats
-        with self._locked():
-            self._merge_index()
-            for row, k in enumerate(keys):
-                self._rows.setdefault(k, (name, row))
-            meta = {"format": CACHE_FORMAT, "rows": self._rows}
-            tmp = self.dir / f"index.json.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(meta), encoding="utf-8")
-            os.replace(tmp, self.dir / "index.json")
+        tmp = self.dir / f".{name}.tmp"
+        save_file({"features": feats.contiguous()}, str(tmp))
+        os.replace(tmp, self.dir / name)  # complete before the index names it
+        self._insert([(k, name, row) for row, k in enumerate(keys)])
         return name
 
     def fill(self, texts: Iterable[str], batch_size: int = 64, shard_size: int = 4096) -> int:
         """Encode and store the texts not cached yet, streaming: returns how many were added.
 
-        Reads ``texts`` once, ``shard_size`` missing texts at a time, and keeps no features in memory, so a
-        cache for any number of texts is built in bounded memory (the index of cached texts aside).
+        Reads ``texts`` once, ``shard_size`` missing texts at a time, and keeps no features and no index in memory,
+        so a cache for any number of texts is built in bounded memory.
         """
         added = 0
-        chunk: dict[str, str] = {}
+        chunk: dict[str, str] = {}  # missing texts waiting to be encoded
+        pending: dict[str, str] = {}  # texts not looked up yet
 
         def flush() -> None:
             nonlocal added
             if self._encoder is None:
                 self._encoder = self._factory()
-            name = self._save_shard(list(chunk), self._encoder.encode(list(chunk.values()), batch_size).float())
-            self._shards.pop(name, None)  # written to disk; read back only if asked for
+            feats = self._encoder.encode(list(chunk.values()), batch_size).float()
+            self._save_shard(list(chunk), feats)
             self.computed += len(chunk)
             added += len(chunk)
             chunk.clear()
 
+        def look_up() -> None:
+            cached = self._where(list(pending))
+            for k, text in pending.items():
+                if k not in cached:
+                    chunk[k] = text
+                    if len(chunk) >= shard_size:
+                        flush()
+            pending.clear()
+
         for text in texts:
             k = text_key(text)
-            if k in self._rows or k in chunk:
+            if k in chunk or k in pending:
                 continue
-            chunk[k] = text
-            if len(chunk) >= shard_size:
-                flush()
+            pending[k] = text
+            if len(pending) >= 500:
+                look_up()
+        look_up()
         if chunk:
             flush()
         return added
@@ -212,23 +309,30 @@ class TextFeatureCache:
     def get(self, texts: Sequence[str], batch_size: int = 64, shard_size: int = 4096) -> Tensor:
         """Features (n, dim) of ``texts``, encoding and storing the ones not cached yet."""
         keys = [text_key(t) for t in texts]
-        missing: dict[str, str] = {}
-        for k, t in zip(keys, texts, strict=True):
-            if k not in self._rows and k not in missing:
-                missing[k] = t
-        self.reused += len(set(keys)) - len(missing)
+        unique = list(dict.fromkeys(keys))
+        where = self._where(unique)
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in where}
+        self.reused += len(unique) - len(missing)
         if missing:
             if self._encoder is None:
                 self._encoder = self._factory()
             items = list(missing.items())
             for i in range(0, len(items), shard_size):
                 chunk = items[i : i + shard_size]
-                feats = self._encoder.encode([t for _, t in chunk], batch_size=batch_size)
-                self._save_shard([k for k, _ in chunk], feats.float())
+                feats = self._encoder.encode([t for _, t in chunk], batch_size=batch_size).float()
+                name = self._save_shard([k for k, _ in chunk], feats)
+                self._shards[name] = feats
                 self.computed += len(chunk)
+            where = self._where(unique)  # another process may have written some first: its rows are the ones kept
         if not keys:
             return torch.zeros(0, self.cfg.dim)
-        return torch.stack([self._features(s, r) for s, r in (self._rows[k] for k in keys)])
+        return torch.stack([self._features(*where[k]) for k in keys])
+
+    def close(self) -> None:
+        """Close the index (idempotent; a later use reopens it)."""
+        if self._db is not None and self._db_pid == os.getpid():
+            self._db.close()
+        self._db = None
 
 
 def view_feature_table(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,21 @@ def _class_order(labels: set[str]) -> tuple[str, ...]:
     return tuple(sorted(labels))
 
 
-def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line, row dict) of a CSV/TSV/JSONL manifest; blank lines skipped."""
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` (split on ``\\n``), one at a time: no list of every line, no second copy of the text."""
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start:end]
+        start = end + 1
+    yield text[start:]
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, row dict) of a CSV/TSV/JSONL manifest, one at a time; blank lines skipped."""
     suffix = path.suffix.lower()
     text = decode_text(path, path.read_bytes(), "utf-8-sig")
     if suffix in (".jsonl", ".ndjson"):
-        rows = []
-        for line_no, line in enumerate(text.split("\n"), start=1):
+        for line_no, line in enumerate(_lines(text), start=1):
             if not line.strip():
                 continue
             try:
@@ -51,8 +59,8 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 raise DataFormatError(path, f"invalid JSON ({exc.msg}, column {exc.colno})", line=line_no) from exc
             if not isinstance(row, Mapping):
                 raise DataFormatError(path, f"expected a JSON object, got {type(row).__name__}", line=line_no)
-            rows.append((line_no, dict(row)))
-        return rows
+            yield line_no, dict(row)
+        return
     if suffix not in (".csv", ".tsv"):
         raise ValueError(f"{path}: manifest must end in .csv, .tsv, .jsonl or .ndjson")
     parsed = [(line, row) for line, row in csv_rows(text, "\t" if suffix == ".tsv" else ",") if any(row)]
@@ -63,13 +71,11 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     named = [h for h in header if h]
     if len(set(named)) != len(named):
         raise DataFormatError(path, f"duplicate column names in {header}", line=header_line)
-    rows = []
     for line, cells in parsed[1:]:
         extra = [c for c in cells[len(header) :] if c.strip()]
         if extra:
             raise DataFormatError(path, f"{len(cells)} cells but the header has {len(header)} columns", line=line)
-        rows.append((line, {h: c for h, c in zip(header, cells, strict=False) if h}))
-    return rows
+        yield line, {h: c for h, c in zip(header, cells, strict=False) if h}
 
 
 def _text(path: Path, line: int, row: Mapping[str, Any], field: str) -> str:
@@ -152,7 +158,9 @@ def read_manifest(path: str | Path, *, classes: Sequence[str] | None = None, nam
         text = _text(path, line, row, "text") or _text(path, line, row, "ocr_text")
         meta = {k: v for k, v in row.items() if k not in _KNOWN_FIELDS}
         image = Path(raw_path.strip())
-        parsed.append((line, image if image.is_absolute() else base / image, label_name, key, text, group, meta, row))
+        image = image if image.is_absolute() else base / image
+        descriptions = _descriptions(path, line, row)  # the row itself is not kept
+        parsed.append((line, image, label_name, key, text, group, meta, descriptions))
 
     if classes is None:
         class_names = _class_order({p[2] for p in parsed if p[2]})
@@ -162,13 +170,13 @@ def read_manifest(path: str | Path, *, classes: Sequence[str] | None = None, nam
             raise ValueError(f"duplicate class names in {list(class_names)}")
     label_of = {c: i for i, c in enumerate(class_names)}
     samples = []
-    for line, image, label_name, key, text, group, meta, row in parsed:
+    for line, image, label_name, key, text, group, meta, descriptions in parsed:
         if label_name and label_name not in label_of:
             raise DataFormatError(
                 path, f"unknown class {label_name!r}; classes are {list(class_names)}", line=line, field="label"
             )
         label = label_of[label_name] if label_name else None
-        samples.append(Sample(image, label, key, text, group, _descriptions(path, line, row), meta))
+        samples.append(Sample(image, label, key, text, group, descriptions, meta))
     return DatasetIndex(name=name or path.stem, root=base, classes=class_names, samples=samples)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,15 @@ def _check_image(sample: Sample, check_images: bool, max_pixels: int | None) -> 
     return None
 
 
+def _record(
+    results: Iterable[tuple[int, tuple[str, str] | None]], index: DatasetIndex, problems: dict[int, Problem]
+) -> None:
+    for i, result in results:
+        if result is not None:
+            s = index.samples[i]
+            problems[i] = Problem(s.key, result[0], result[1], str(s.path))
+
+
 def validate_index(
     index: DatasetIndex,
     on_error: Literal["stop", "skip"] = "stop",
@@ -157,13 +167,13 @@ def validate_index(
 
     if workers > 1 and len(to_check) > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(check, to_check))
+            step = 256 * workers  # a bounded number of checks in flight, not one future per sample at once
+            results: Iterable[tuple[int, tuple[str, str] | None]] = (
+                r for at in range(0, len(to_check), step) for r in pool.map(check, to_check[at : at + step])
+            )
+            _record(results, index, problems)
     else:
-        results = [check(i) for i in to_check]
-    for i, result in results:
-        if result is not None:
-            s = index.samples[i]
-            problems[i] = Problem(s.key, result[0], result[1], str(s.path))
+        _record((check(i) for i in to_check), index, problems)
 
     ordered = [problems[i] for i in sorted(problems)]
     report = ValidationReport(dataset=index.name, total=len(index.samples), problems=ordered)

@@ -15,7 +15,7 @@ Used by ``mghft predict``, ``mghft interpret`` and the folder dataset readers. R
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,33 +86,51 @@ def find_images(
         paths: files and folders.
         extensions: extensions taken inside folders (lower case, with the dot).
     """
-    allowed = {e.lower() for e in extensions}
     found = FoundImages()
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():  # a folder named explicitly is searched even through a symbolic link
-            _walk(path, allowed, found)
-            continue
-        reason = check_input_file(path)
-        if reason:
-            found.skipped.append(SkippedPath(path, reason))
+    for item in iter_images(paths, extensions=extensions):
+        if isinstance(item, SkippedPath):
+            found.skipped.append(item)
+        elif item is None:
+            found.ignored += 1
         else:
-            found.files.append(path)
+            found.files.append(item)
     return found
 
 
-def _walk(root: Path, allowed: set[str], found: FoundImages) -> None:
+def iter_images(
+    paths: Iterable[str | Path],
+    *,
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+) -> Iterator[Path | SkippedPath | None]:
+    """What :func:`find_images` finds, one entry at a time and in the same order: an image file (``Path``), a
+    skipped input (:class:`SkippedPath`), or ``None`` for an ignored non-image file. Holds nothing found, so a
+    caller may keep each file in a smaller form (a ``str`` is about a quarter of a ``Path``)."""
+    allowed = {e.lower() for e in extensions}
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():  # a folder named explicitly is searched even through a symbolic link
+            yield from _walk(path, allowed)
+            continue
+        reason = check_input_file(path)
+        yield SkippedPath(path, reason) if reason else path
+
+
+def _walk(root: Path, allowed: set[str]) -> Iterator[Path | SkippedPath | None]:
+    errors: list[SkippedPath] = []
+
     def on_error(exc: OSError) -> None:
-        found.skipped.append(SkippedPath(Path(exc.filename or root), f"cannot list ({exc.strerror or exc})"))
+        errors.append(SkippedPath(Path(exc.filename or root), f"cannot list ({exc.strerror or exc})"))
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
+        yield from errors
+        errors.clear()
         here = Path(dirpath)
         keep = []
         for d in sorted(dirnames):
             if d.startswith("."):
                 continue
             if (here / d).is_symlink():
-                found.skipped.append(SkippedPath(here / d, "symbolic link to a folder (not followed)"))
+                yield SkippedPath(here / d, "symbolic link to a folder (not followed)")
             else:
                 keep.append(d)
         dirnames[:] = keep
@@ -122,8 +140,9 @@ def _walk(root: Path, allowed: set[str], found: FoundImages) -> None:
             path = here / name
             reason = check_input_file(path)
             if reason:
-                found.skipped.append(SkippedPath(path, reason))
+                yield SkippedPath(path, reason)
             elif path.suffix.lower() in allowed:
-                found.files.append(path)
+                yield path
             else:
-                found.ignored += 1
+                yield None
+    yield from errors

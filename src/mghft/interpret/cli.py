@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,19 +175,30 @@ def _read_dataset(args: argparse.Namespace) -> Any:
         raise MghftError(f"cannot read the {args.dataset} dataset at --root {args.root}: {err}") from err
 
 
-def list_images(paths: Sequence[Path]) -> list[Path]:
-    """Image files among ``paths`` (``mghft.data.walk.find_images``): folders searched recursively, hidden entries
-    skipped, sorted; FIFOs, devices and broken links are never opened but named on stderr."""
-    from mghft.data.walk import find_images
+def list_images(paths: Sequence[Path]) -> list[str]:
+    """Image files among ``paths`` (``mghft.data.walk.iter_images``): folders searched recursively, hidden entries
+    skipped, sorted; FIFOs, devices and broken links are never opened but named on stderr. Kept as strings (a
+    quarter of a ``Path``'s memory, for inputs by the hundred thousand).
 
-    found = find_images(paths)
-    if found.missing:
-        raise NotFoundError(f"no such file or folder: {found.missing[0].path}")
-    for s in found.skipped:
+    Raises:
+        NotFoundError: a named path does not exist.
+    """
+    from mghft.data.walk import MISSING, SkippedPath, iter_images
+
+    files: list[str] = []
+    skipped: list[SkippedPath] = []
+    for item in iter_images(paths):
+        if isinstance(item, SkippedPath):
+            if item.reason == MISSING:
+                raise NotFoundError(f"no such file or folder: {item.path}")
+            skipped.append(item)
+        elif item is not None:
+            files.append(str(item))
+    for s in skipped:
         print(f"skipped {s}", file=sys.stderr)
-    if found.skipped:
-        print(f"{len(found.skipped)} inputs skipped (not regular files)", file=sys.stderr)
-    return found.files
+    if skipped:
+        print(f"{len(skipped)} inputs skipped (not regular files)", file=sys.stderr)
+    return files
 
 
 def _backend(args: argparse.Namespace, *, offline_ok: bool) -> Any:
@@ -249,9 +260,16 @@ def _cmd_interpret(args: argparse.Namespace) -> int:
         shard = parse_shard(args.shard)
     except ValueError as err:
         raise UsageError(f"--shard: {err}") from None
-    items = [WorkItem(key=str(p), path=p) for p in list_images(args.paths)]
-    if args.dataset:
-        items += items_from_index(_read_dataset(args))
+    files = list_images(args.paths)
+    dataset = _read_dataset(args) if args.dataset else None
+
+    def work_items() -> Iterator[WorkItem]:  # made as the plan reads them: none is held
+        for f in files:
+            yield WorkItem(key=f, path=Path(f))
+        if dataset is not None:
+            yield from items_from_index(dataset)
+
+    items = work_items()
     backend = _backend(args, offline_ok=True)
     config = {"inputs": [str(p) for p in args.paths], "dataset": args.dataset, "root": str(args.root or ""),
               "split": args.split if args.dataset == "ser30k" else None,
@@ -415,7 +433,7 @@ def _zeroshot_index(args: argparse.Namespace) -> Any:
         raise UsageError(f"--classes needs two or more distinct names, got {classes}")
     samples = list(index.samples) if index is not None else []
     seen = {Path(s.path).resolve() for s in samples}
-    for path in list_images(args.paths):  # a file named twice (or inside a named folder) is asked once
+    for path in map(Path, list_images(args.paths)):  # a file named twice (or inside a named folder) is asked once
         if path.resolve() not in seen:
             seen.add(path.resolve())
             samples.append(Sample(path=path, label=None, key=str(path)))

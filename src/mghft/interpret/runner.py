@@ -11,11 +11,12 @@ run picks up exactly the images that are still missing, failures included.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 REDO_CHOICES: tuple[str, ...] = ("none", "stale", "all")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkItem:
     """One image to describe: a key for messages and its file."""
 
@@ -137,13 +138,53 @@ class RunSummary:
         return "\n".join(lines)
 
 
+class TodoList(Sequence[tuple[str, WorkItem]]):
+    """The images a plan will describe, ``(sha256, WorkItem)`` in order, kept compactly: each image's hash, key and
+    path as strings (the path only where it differs from the key), its ``WorkItem`` made when it is read. About a
+    third of the memory of a list of ``WorkItem``, for plans of hundreds of thousands of images."""
+
+    def __init__(self) -> None:
+        self._shas: list[str] = []
+        self._keys: list[str] = []
+        self._paths: list[str | None] = []
+
+    def append(self, sha: str, item: WorkItem) -> None:
+        path = str(item.path)
+        self._shas.append(sha)
+        self._keys.append(item.key)
+        self._paths.append(None if path == item.key else path)
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` images."""
+        del self._shas[n:], self._keys[n:], self._paths[n:]
+
+    def __len__(self) -> int:
+        return len(self._shas)
+
+    def _at(self, i: int) -> tuple[str, WorkItem]:
+        path = self._paths[i]
+        return self._shas[i], WorkItem(key=self._keys[i], path=Path(self._keys[i] if path is None else path))
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self._at(i) for i in range(*index.indices(len(self)))]
+        return self._at(range(len(self))[index])
+
+    def __iter__(self) -> Iterator[tuple[str, WorkItem]]:
+        return (self._at(i) for i in range(len(self._shas)))
+
+
 @dataclass
 class Plan:
     """The images a run will describe, and why the others are left out."""
 
-    todo: list[tuple[str, WorkItem]]
+    todo: TodoList
     summary: RunSummary
     unreadable: list[tuple[WorkItem, str]]
+
+
+PLAN_CHUNK = 512
+"""Files hashed, looked up in the store and decided on at a time while planning."""
 
 
 def _hash_item(item: WorkItem, store: DescriptionStore) -> tuple[str | None, tuple[str, int, int, str] | None, str]:
@@ -175,6 +216,10 @@ def plan_batch(
 ) -> Plan:
     """Hash the listed files and decide what to describe.
 
+    Streams: ``items`` is read once, :data:`PLAN_CHUNK` files at a time (a generator is fine), and the store is
+    asked about those files only, so planning holds the plan (:class:`TodoList`) and the set of hashes seen, not
+    the listed items or the store's contents.
+
     Args:
         items: images to consider.
         store: the description store (read for what is done; its file-hash cache is updated).
@@ -192,42 +237,54 @@ def plan_batch(
         raise ValueError(f"redo must be one of {REDO_CHOICES}, got {redo!r}")
     if reuse not in ("same", "any"):
         raise ValueError(f"reuse must be 'same' or 'any', got {reuse!r}")
-    items = list(items)
-    summary = RunSummary(listed=len(items))
+    summary = RunSummary()
+    same_writer = reuse == "same" and backend is not None
     unreadable: list[tuple[WorkItem, str]] = []
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        hashed = pool.map(lambda it: _hash_item(it, store), items)
-        if progress and len(items) > 1000:
-            from tqdm import tqdm
+    seen: set[str] = set()  # the same string objects as the plan's hashes
+    todo = TodoList()
+    bar = None
+    total = len(items) if isinstance(items, Sized) else None
+    if progress and (total is None or total > 1000):
+        from tqdm import tqdm
 
-            hashed = tqdm(hashed, total=len(items), desc="hashing", unit="file")
-        results = list(hashed)
-    store.remember_files(row for _, row, _ in results if row is not None)
-    done = store.provenance() if redo != "all" else {}
-    seen: set[str] = set()
-    todo: list[tuple[str, WorkItem]] = []
-    for item, (sha, _, error) in zip(items, results, strict=True):
-        if sha is None:
-            summary.unreadable += 1
-            unreadable.append((item, error))
-            log.warning("skipped %s", error)
-            continue
-        if not in_shard(sha, shard):
-            summary.out_of_shard += 1
-            continue
-        if sha in seen:
-            summary.duplicates += 1
-            continue
-        seen.add(sha)
-        stamp = done.get(sha)
-        if stamp is not None and reuse == "same" and backend is not None and not _written_by(stamp, backend):
-            summary.other_writer += 1
-        elif stamp is not None and (redo == "none" or stamp.endswith("/" + prompt_version)):
-            summary.skipped += 1
-            continue
-        todo.append((sha, item))
+        bar = tqdm(total=total, desc="hashing", unit="file")
+    # In chunks, streaming: the listed items are read once and nothing per file is held but the plan itself.
+    source = iter(items)
+    try:
+        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+            while chunk := list(itertools.islice(source, PLAN_CHUNK)):
+                results = list(pool.map(lambda it: _hash_item(it, store), chunk))
+                summary.listed += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+                store.remember_files(row for _, row, _ in results if row is not None)
+                hashes = [sha for sha, _, _ in results if sha is not None and in_shard(sha, shard)]
+                done = store.provenance(hashes) if redo != "all" else {}
+                for item, (sha, _, error) in zip(chunk, results, strict=True):
+                    if sha is None:
+                        summary.unreadable += 1
+                        unreadable.append((item, error))
+                        log.warning("skipped %s", error)
+                        continue
+                    if not in_shard(sha, shard):
+                        summary.out_of_shard += 1
+                        continue
+                    if sha in seen:
+                        summary.duplicates += 1
+                        continue
+                    seen.add(sha)
+                    stamp = done.get(sha)
+                    if stamp is not None and same_writer and not _written_by(stamp, backend):
+                        summary.other_writer += 1
+                    elif stamp is not None and (redo == "none" or stamp.endswith("/" + prompt_version)):
+                        summary.skipped += 1
+                        continue
+                    todo.append(sha, item)
+    finally:
+        if bar is not None:
+            bar.close()
     if limit is not None:
-        todo = todo[: max(0, limit)]
+        todo.truncate(max(0, limit))
     summary.todo = len(todo)
     return Plan(todo=todo, summary=summary, unreadable=unreadable)
 
@@ -391,7 +448,7 @@ async def describe_plan(
 
 
 def run_batch(
-    items: Sequence[WorkItem],
+    items: Iterable[WorkItem],
     backend: Backend,
     store: DescriptionStore,
     *,

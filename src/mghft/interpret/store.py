@@ -262,11 +262,20 @@ class DescriptionStore:
         with self._lock:
             return {row[0] for row in self._db.execute("SELECT image_sha256 FROM descriptions")}
 
-    def provenance(self) -> dict[str, str]:
-        """Hash -> ``"backend/model/prompt_version"`` for every description (to find stale ones cheaply)."""
+    def provenance(self, shas: Iterable[str] | None = None) -> dict[str, str]:
+        """Hash -> ``"backend/model/prompt_version"`` of every description, or of those of ``shas`` only (one
+        indexed query per 500 hashes: what a plan asks about its next files, without reading the whole store)."""
+        query = "SELECT image_sha256, backend, model, prompt_version FROM descriptions"
         with self._lock:
-            rows = self._db.execute("SELECT image_sha256, backend, model, prompt_version FROM descriptions")
-            return {sha: f"{b}/{m}/{p}" for sha, b, m, p in rows}
+            if shas is None:
+                return {sha: f"{b}/{m}/{p}" for sha, b, m, p in self._db.execute(query)}
+            wanted = list(dict.fromkeys(shas))
+            out: dict[str, str] = {}
+            for i in range(0, len(wanted), 500):
+                part = wanted[i : i + 500]
+                rows = self._db.execute(f"{query} WHERE image_sha256 IN ({','.join('?' * len(part))})", part)
+                out.update((sha, f"{b}/{m}/{p}") for sha, b, m, p in rows)
+            return out
 
     # --- failures -------------------------------------------------------------------------------------------------
 

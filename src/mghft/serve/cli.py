@@ -150,12 +150,27 @@ def register(sub: Any) -> None:
 # predict
 
 
-def find_images(paths: list[Path]) -> Any:
-    """Files to predict (``mghft.data.walk.find_images``): given files as they are, folders searched recursively
-    for image extensions; FIFOs, devices and broken links skipped and named."""
-    from mghft.data.walk import find_images as walk
+def find_images(paths: list[Path]) -> tuple[list[str], list[Any], int]:
+    """Files to predict (``mghft.data.walk.iter_images``): given files as they are, folders searched recursively
+    for image extensions; FIFOs, devices and broken links skipped and named.
 
-    return walk(paths)
+    Returns:
+        the files (as ``str``: a quarter of a ``Path``'s memory, for inputs by the hundred thousand), the skipped
+        inputs with reasons, and the number of non-image files ignored.
+    """
+    from mghft.data.walk import SkippedPath, iter_images
+
+    files: list[str] = []
+    skipped: list[Any] = []
+    ignored = 0
+    for item in iter_images(paths):
+        if isinstance(item, SkippedPath):
+            skipped.append(item)
+        elif item is None:
+            ignored += 1
+        else:
+            files.append(str(item))
+    return files, skipped, ignored
 
 
 def _build_interpreter(args: argparse.Namespace) -> Any:
@@ -275,17 +290,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError("give image files or folders (PATH), or a sticker pack to fill")
     out = args.out
     fmt = output_format(out, args.format, PREDICT_FORMATS) if out is not None else None
-    found = find_images(args.paths)
-    files, ignored = found.files, found.ignored
-    for s in found.skipped:  # never opened: a FIFO would block, /dev/zero never ends
+    files, found_skipped, ignored = find_images(args.paths)
+    for s in found_skipped:  # never opened: a FIFO would block, /dev/zero never ends
         print(f"skipped {s}", file=sys.stderr)
-    files += [f for f in unique_files(p[2] for p in packs) if f not in set(files)]
+    if packs:
+        listed = set(files)
+        files += [str(f) for f in unique_files(p[2] for p in packs) if str(f) not in listed]
     if not files:
         print(f"error: no image files under {' '.join(map(str, args.paths))}", file=sys.stderr)
         return 1
     interpreter = _build_interpreter(args)
     predictor = load_predictor(
         args.model,
+        text_encoder=interpreter is not None,  # bare images only: no view text will ever be encoded
         device=args.device,
         max_pixels=args.max_pixels,
         batch_size=args.batch_size,
@@ -306,15 +323,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
 
-    def load(path: Path) -> Any:
+    def load(path: str) -> Any:
         try:
-            return predictor.load(path, keep_image=explain_dir is not None)
+            return predictor.load(Path(path), keep_image=explain_dir is not None)
         except ImageLoadError as e:
             return e
         except OSError as e:  # e.g. permission denied
             return ImageLoadError(str(path), str(e))
 
-    done, skipped = 0, len(found.skipped)
+    done, skipped = 0, len(found_skipped)
     tags: dict[Path, list[str]] = {}
     writer = _Writer(out, fmt, predictor.class_names, explain=True) if out is not None else None
     bar = tqdm(total=len(files), unit="img", disable=args.no_progress, file=sys.stderr)
@@ -347,7 +364,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                         overlay = str(target)
                     if writer is not None:
                         writer.write(pred, overlay)
-                    tags[Path(pred.name)] = pred.emoji
+                    if packs:  # only a pack needs the tags afterwards; nothing per image is kept otherwise
+                        tags[Path(pred.name)] = pred.emoji
                     done += 1
                 bar.update(len(chunk))
     finally:
