@@ -102,12 +102,10 @@ def _our_step(args: argparse.Namespace, task: str, images: Any, labels: Any) -> 
     import torch
 
     import mghft
-    from mghft._malloc import return_large_frees
 
     model = mghft.create_model(args.model, text_encoder=False, image_size=images.shape[-1])
     feats = torch.randn(images.shape[0], 4, model.cfg.text.dim)
     if task == "predict":
-        return_large_frees()
         model.eval()
 
         def infer() -> None:
@@ -118,7 +116,6 @@ def _our_step(args: argparse.Namespace, task: str, images: Any, labels: Any) -> 
     from mghft.losses import MGHFTObjective
     from mghft.train.loop import make_optimizer
 
-    return_large_frees()  # as ``mghft train`` and ``mghft predict`` do
     model.train()
     opt = make_optimizer(model, 0.05, 1e-3)
     objective = MGHFTObjective()

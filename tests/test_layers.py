@@ -19,7 +19,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "mghft.errors",
             "mghft._lazy",
-            "mghft._malloc",
             "mghft.views",
             "mghft.config",
             "mghft.resources",

@@ -263,7 +263,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from mghft._malloc import return_large_frees
     from mghft.cli_args import output_format
     from mghft.data.images import ImageLoadError
     from mghft.emoji import read_emoji_map, telegram_stickers, unique_files, whatsapp_stickers
@@ -280,7 +279,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         args.paths = [local_path(str(p)) for p in args.paths]
     except argparse.ArgumentTypeError as err:  # a URL: only --engine ray reads object stores
         raise UsageError(f"PATH: {err}", hint="--engine ray reads object-store URIs") from None
-    return_large_frees()  # freed batch buffers go back to the system: flat resident size over many images
     packs = [whatsapp_stickers(d) for d in args.whatsapp_pack] + [telegram_stickers(f) for f in args.telegram_list]
     if args.out is None and not packs:
         raise UsageError(

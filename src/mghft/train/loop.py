@@ -24,7 +24,6 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from mghft._malloc import return_large_frees
 from mghft.config import ConfigError
 from mghft.data import DatasetIndex, Preprocess, build_transform
 from mghft.data.ser30k import SER30K_CLASSES
@@ -386,7 +385,6 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> di
     An output folder holding another run is an error unless ``resume`` (continue it) or ``overwrite`` (remove it
     first).
     """
-    return_large_frees()  # keeps the resident size of a CPU run flat from step to step
     info = setup_distributed()
     out = Path(cfg.output)
     saved_run: dict[str, Any] = {}
