@@ -17,13 +17,13 @@ size, batch, image size and thread count, and reports the same quantities:
   (view weights and picked patches, as the predictor asks for).
 
 Per side: the median time of ``--reps`` steps after one warm-up; the **whole-process peak resident memory**
-(``ru_maxrss``: interpreter, imports, weights, optimizer state, activations) and the resident size just before
-the first step; the step's FLOPs by torch's flop counter (``torch.utils.flop_counter``: matrix products,
-convolutions, attention; this project's oneDNN linear counted as ``addmm``) and the achieved rate, FLOPs / median
-time, as a fraction of the float32 rate of a ``--matmul`` x ``--matmul`` matrix product timed in the same process
-right after each step (median), so that load from other processes weighs on both alike; its matrices are made
-after the step and freed before the next, so they never raise the step's peak memory. The load average is
-printed with the figures.
+(``ru_maxrss``: interpreter, imports, weights, optimizer state, activations) over the warm-up and the timed steps
+and the resident size just before the first step; the step's FLOPs by torch's flop counter, in one more step after
+the peak is read (``torch.utils.flop_counter``: matrix products, convolutions, attention; this project's oneDNN
+linear counted as ``addmm``) and the achieved rate, FLOPs / median time, as a fraction of the float32 rate of a
+``--matmul`` x ``--matmul`` matrix product timed in the same process right after each step (median), so that load
+from other processes weighs on both alike; its matrices are made after the step and freed before the next, so they
+never raise the step's peak memory. The load average is printed with the figures.
 
 Without ``--official-dir`` only this project's side is measured, and the output says so: no ratios.
 
@@ -145,8 +145,6 @@ def _child(args: argparse.Namespace, side: str, task: str) -> None:
     step = (_public_step if side == "public" else _our_step)(args, task, images, labels)
     rss_before = _rss_mb()
     step()  # warm-up
-    with FlopCounterMode(display=False) as counter:
-        step()
     n = args.matmul
 
     def matmul_rates() -> list[float]:
@@ -160,7 +158,7 @@ def _child(args: argparse.Namespace, side: str, task: str) -> None:
             rates.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
         return rates
 
-    say({"gflops": counter.get_total_flops() / 1e9, "rss_before_step_mb": rss_before, "size": size, "batch": batch})
+    say({"rss_before_step_mb": rss_before, "size": size, "batch": batch})
     for line in sys.stdin:
         if line.strip() != "step":
             break
@@ -169,7 +167,10 @@ def _child(args: argparse.Namespace, side: str, task: str) -> None:
         step()
         sec = time.perf_counter() - t0
         say({"seconds": sec, "matmul_gflop_per_s": matmul_rates(), "load_average": load})
-    say({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the steps' peak, before the count below
+    with FlopCounterMode(display=False) as counter:  # its bookkeeping would add to the peak: counted last
+        step()
+    say({"peak_rss_mb": peak, "gflops": counter.get_total_flops() / 1e9})
 
 
 def _measure(argv: list[str], sides: list[str], task: str, reps: int, log: Any) -> dict[str, dict[str, Any]]:

@@ -119,16 +119,21 @@ class MGHFT(nn.Module):
     def forward_features(self, images: Tensor, t: Tensor, explain: bool = False) -> dict[str, Any]:
         """Stage injection, soft-fuse and the sequences the fusion block reads (see the module docstring)."""
         cfg = self.cfg
-        stages = self.backbone.forward_stages(images, need_weights=True)
         k = cfg.local_tokens_per_head()
+        full = cfg.fusion.rollout == "full"
+
+        def pick(i: int, maps: list[Tensor], n_cls: int) -> Tensor | None:  # each stage's maps freed once used
+            return select_local_tokens(maps, k[i], i == 3, n_cls, full) if cfg.fusion.local_stages[i] else None
+
+        stages = self.backbone.forward_stages(images, need_weights=True, pick=pick)
         g_list, local_list, local_text = [], [], []
         picked = []
         for i, st in enumerate(stages):
             cls = st.tokens[:, 0]  # (B, C_i)
             t_local = self.cross_proj[i](t[:, i])  # (B, C_i)
             if cfg.fusion.local_stages[i]:
-                full = cfg.fusion.rollout == "full"
-                idx = select_local_tokens(st.attn, k[i], i == 3, st.n_cls, full)  # (B, heads * k_i)
+                idx = st.picked  # (B, heads * k_i)
+                assert idx is not None
                 parts = gather_tokens(st.tokens, idx)  # (B, K_i, C_i)
                 if cfg.fusion.local_text_injection:
                     parts = parts + t_local.unsqueeze(1)

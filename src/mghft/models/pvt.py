@@ -20,6 +20,7 @@ keys those checkpoints lack.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -242,8 +243,22 @@ class StageOutput:
     """(B, n_cls + H*W, C)."""
     size: tuple[int, int]
     attn: list[Tensor]
-    """One (B, heads, n_cls + H*W, n_cls + M) softmax map per block; empty unless asked for."""
+    """One (B, heads, n_cls + H*W, n_cls + M) softmax map per block; empty unless asked for (or taken by ``pick``)."""
     n_cls: int
+    picked: Tensor | None = None
+    """What ``forward_stages``'s ``pick`` made of the maps (then dropped), e.g. token indices (B, K)."""
+
+
+Pick = Callable[[int, list[Tensor], int], Tensor | None]
+"""``pick(stage, maps, n_cls)``: what a stage's attention maps are for, computed as soon as the stage ends."""
+
+
+def _stage_output(
+    i: int, x: Tensor, size: tuple[int, int], maps: list[Tensor], n_cls: int, pick: Pick | None
+) -> StageOutput:
+    if pick is None:
+        return StageOutput(x, size, maps, n_cls)
+    return StageOutput(x, size, [], n_cls, pick(i, maps, n_cls))
 
 
 def _init_weights(m: nn.Module) -> None:
@@ -339,8 +354,12 @@ class PyramidVisionTransformer(nn.Module):
             return patches
         return torch.cat([table[:, :1], patches], dim=1)
 
-    def forward_stages(self, x: Tensor, need_weights: bool = True) -> list[StageOutput]:
-        """Run the four stages; the tokens of each stage keep its CLS token (first) if it has one."""
+    def forward_stages(self, x: Tensor, need_weights: bool = True, pick: Pick | None = None) -> list[StageOutput]:
+        """Run the four stages; the tokens of each stage keep its CLS token (first) if it has one.
+
+        With ``pick`` the maps of each stage go to ``pick`` when the stage ends and its result is kept as
+        ``picked`` instead: without gradients a stage's maps are then freed before the next stage runs.
+        """
         B = x.shape[0]
         outs: list[StageOutput] = []
         for i in range(4):
@@ -355,7 +374,8 @@ class PyramidVisionTransformer(nn.Module):
                 x, attn = blk(x, size, n_cls, need_weights)
                 if attn is not None:
                     maps.append(attn)
-            outs.append(StageOutput(x, size, maps, n_cls))
+            outs.append(_stage_output(i, x, size, maps, n_cls, pick))
+            del maps
             if i < 3:
                 H, W = size
                 x = x[:, n_cls:].reshape(B, H, W, -1).permute(0, 3, 1, 2)  # (B, C, H, W) channels-last view
@@ -408,8 +428,11 @@ class PyramidVisionTransformerV2(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward_stages(self, x: Tensor, need_weights: bool = True) -> list[StageOutput]:
-        """Run the four stages; each stage's tokens are LayerNorm-ed as in PVT v2, CLS first if present."""
+    def forward_stages(self, x: Tensor, need_weights: bool = True, pick: Pick | None = None) -> list[StageOutput]:
+        """Run the four stages; each stage's tokens are LayerNorm-ed as in PVT v2, CLS first if present.
+
+        ``pick``: as in :meth:`PyramidVisionTransformer.forward_stages`.
+        """
         B = x.shape[0]
         outs: list[StageOutput] = []
         for i, stage in enumerate(self.stages):
@@ -424,7 +447,8 @@ class PyramidVisionTransformerV2(nn.Module):
                 if attn is not None:
                     maps.append(attn)
             x = stage.norm(x)
-            outs.append(StageOutput(x, size, maps, n_cls))
+            outs.append(_stage_output(i, x, size, maps, n_cls, pick))
+            del maps
             H, W = size
             x = x[:, n_cls:].reshape(B, H, W, -1).permute(0, 3, 1, 2)  # (B, C, H, W) channels-last view
         return outs
