@@ -273,7 +273,7 @@ def test_config_base_chain_and_overrides(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("base: c.yaml\n")
     with pytest.raises(ConfigError, match="loops"):
         TrainConfig.from_file(tmp_path / "c.yaml")
-    with pytest.raises(ConfigError, match="b.yaml: epoch: unknown field"):
+    with pytest.raises(ConfigError, match="--set epoch=3: epoch: unknown field"):
         TrainConfig.from_file(tmp_path / "b.yaml", ["epoch=3"])
 
 
