@@ -8,8 +8,10 @@ Per stage i of a PVT with a CLS token in every stage, with T_i the projected fea
 Then G' = G + softmax(G T^T) T over [g4, g3, g2, g1], the visual sequence Z = LayerNorm([G' ; local tokens])
 (B x 996 x 512 for the paper model) and the text sequence [T4..T1, T''4..T''1] (B x 8 x 512) meet in one
 text-guided fusion attention block; token 0 goes to the linear head. Only that row of the block is computed
-(every token still gives keys and values): the queries, output projection, residual and MLP of the other 995 rows
-reach neither the logits nor an explanation, so they are skipped, with the same result.
+(every token still enters its attention): the queries, output projection, residual and MLP of the other 995 rows
+reach neither the logits nor an explanation, so they are skipped, and with one query the attention is taken
+through the key and value weights without forming the 996 keys and values (``FusionAttention``), with the same
+result up to float rounding.
 
 Explanations come from token 0 and the backbone: ``view_attention`` is token 0's step-1 attention over the text
 tokens, ``local_patches`` are Local Re-Attention's picks (the CLS row of the rolled-out backbone attention).
