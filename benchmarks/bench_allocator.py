@@ -75,10 +75,15 @@ def _child(setting: str, task: str, steps: int, threads: int) -> None:
     print(json.dumps({"seconds": seconds[1:], "rss_mb": rss, "peak_mb": peak}))
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     p.add_argument("--steps", type=int, default=6, help="timed steps per setting (after one warm-up)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--results", help="append the figures as one JSON line to this file")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -86,6 +91,7 @@ def main() -> int:
         return 0
     if not sys.platform.startswith("linux"):
         p.error("glibc's mallopt: Linux only")
+    record: dict = {"benchmark": "bench_allocator", "command": " ".join(["python", *sys.argv]), "rows": {}}
     for task in ("predict", "train"):
         print(f"{task}: {'setting':10s} {'median s':>9s} {'min s':>7s} {'peak MB':>8s}  resident after each step, MB")
         base = None
@@ -93,6 +99,7 @@ def main() -> int:
             cmd = [sys.executable, __file__, "--steps", str(args.steps), "--threads", str(args.threads)]
             out = subprocess.run([*cmd, "--child", setting, task], capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
+            record["rows"][f"{task} {setting}"] = r
             med = statistics.median(r["seconds"])
             base = base or (med, r["peak_mb"])
             print(
@@ -100,6 +107,10 @@ def main() -> int:
                 f"{[round(x) for x in r['rss_mb']]}  ({med / base[0]:.2f}x time, {r['peak_mb'] / base[1]:.2f}x peak)"
             )
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    record["load_average"] = os.getloadavg()[0]
+    if args.results:
+        with open(args.results, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
     return 0
 
 

@@ -103,6 +103,10 @@ def _our_step(args: argparse.Namespace, task: str, images: Any, labels: Any) -> 
 
     import mghft
 
+    if args.no_onednn:
+        from mghft.models.ops import use_onednn_linear
+
+        use_onednn_linear(False)  # F.linear throughout, to measure what oneDNN's linear brings
     model = mghft.create_model(args.model, text_encoder=False, image_size=images.shape[-1])
     feats = torch.randn(images.shape[0], 4, model.cfg.text.dim)
     if task == "predict":
@@ -253,22 +257,27 @@ def _table(task: str, args: argparse.Namespace, rows: dict[str, dict[str, Any]])
     return lines
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     p.add_argument("--official-dir", type=Path, help="checkout of the public MGHFT code (without it: ours only)")
-    p.add_argument("--tasks", nargs="+", choices=("train", "predict"), default=["train", "predict"])
-    p.add_argument("--model", default="mghft_pvt_small")
-    p.add_argument("--train-size", type=int, default=224)
-    p.add_argument("--train-batch", type=int, default=4)
-    p.add_argument("--predict-size", type=int, default=448)
-    p.add_argument("--predict-batch", type=int, default=1)
+    p.add_argument("--tasks", nargs="+", choices=("train", "predict"), default=["train", "predict"], help="to time")
+    p.add_argument("--model", default="mghft_pvt_small", help="this project's model variant")
+    p.add_argument("--train-size", type=int, default=224, help="training image size, px")
+    p.add_argument("--train-batch", type=int, default=4, help="training batch")
+    p.add_argument("--predict-size", type=int, default=448, help="inference image size, px")
+    p.add_argument("--predict-batch", type=int, default=1, help="inference batch")
     p.add_argument("--text-len", type=int, default=512, help="word ids per view on the public side")
     p.add_argument("--public-bert", action="store_true",
                    help="run a BERT-base encoder (random weights) in the public code's BERT stand-in, as the "
                    "public code runs BERT over every view at every step; default: the stub (no text cost)")  # fmt: skip
     p.add_argument("--text-tokens", type=int, default=120, help="with --public-bert: real tokens per view")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-onednn", action="store_true", help="this project's side with F.linear, not oneDNN's linear")
+    p.add_argument("--reps", type=int, default=3, help="timed steps per side (median reported)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
     p.add_argument("--matmul", type=int, default=2048, help="size of the square matrix product for the peak rate")
     p.add_argument("--results", type=Path, help="append the figures as one JSON line to this file")
     p.add_argument("--child", help=argparse.SUPPRESS)

@@ -326,6 +326,10 @@ def test_every_case_above_covers_a_command() -> None:
 def test_hints_say_the_fix(files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     main(["train", files["cfg"], "--set", "epochz=3"])
     assert "hint: every config field, its type, default and allowed values: docs/config.md" in capsys.readouterr().err
+    assert main(["train", files["cfg"], "--set", "epochs=abc"]) == 2  # a value of the wrong type
+    err = capsys.readouterr().err
+    assert "error: --set epochs=abc: epochs: expected an integer" in err
+    assert "hint: every config field, its type, default and allowed values: docs/config.md" in err
     main(["train", files["cfg"], "--set", "pretrained=imagenet"])
     assert "--set pretrained=false" in capsys.readouterr().err
     main(["train", files["cfg"], "--set", "data.root=/nowhere/at/all"])

@@ -36,15 +36,21 @@ if _AVAILABLE:  # so that torch's flop counter counts the model's linear layers 
         register_flop_formula(torch.ops.mkldnn._linear_pointwise)(_linear_pointwise_flops)
 
 
+def use_onednn_linear(enabled: bool) -> bool:
+    """Turn the oneDNN path of :func:`linear` on or off for this process; returns the previous setting."""
+    global _enabled
+    before, _enabled = _enabled, enabled
+    return before
+
+
 @contextlib.contextmanager
 def set_onednn_linear(enabled: bool) -> Iterator[None]:
     """Turn the oneDNN path of :func:`linear` on or off within a ``with`` block (e.g. to compare both)."""
-    global _enabled
-    before, _enabled = _enabled, enabled
+    before = use_onednn_linear(enabled)
     try:
         yield
     finally:
-        _enabled = before
+        use_onednn_linear(before)
 
 
 def _onednn_applies(x: Tensor, weight: Tensor) -> bool:

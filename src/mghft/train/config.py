@@ -178,7 +178,8 @@ class TrainConfig:
         try:
             return cls.from_dict(apply_overrides(data, overrides or []))
         except ConfigError as e:
-            raise ConfigError(f"{_source_of(str(e), path, overrides or [])}: {e}", hint=e.hint) from None
+            hint = e.hint or CONFIG_DOC_HINT  # every field's type, default and allowed values
+            raise ConfigError(f"{_source_of(str(e), path, overrides or [])}: {e}", hint=hint) from None
 
 
 def _source_of(message: str, path: str | Path, overrides: list[str]) -> str:
