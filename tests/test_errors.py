@@ -412,6 +412,8 @@ def test_worker_count_is_capped_at_the_cores_and_said_once(capsys: pytest.Captur
     assert cap_workers(cores + 7) == cores
     err = capsys.readouterr().err
     assert err.count(f"workers: {cores + 7} asked, {cores} used") == 1
+    assert cap_workers(cores + 9, asked=False) == cores  # a default is fitted without a word
+    assert capsys.readouterr().err == ""
 
 
 def test_export_prints_a_verdict_against_its_tolerance(

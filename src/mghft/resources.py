@@ -17,10 +17,11 @@ def available_cpus() -> int:
 _NOTED: set[tuple[str, int, int]] = set()
 
 
-def cap_workers(requested: int, what: str = "workers") -> int:
+def cap_workers(requested: int, what: str = "workers", asked: bool = True) -> int:
     """``requested`` worker processes/threads, at most the machine's cores (0 stays 0: load in the main process).
 
-    A capped count is said once per process on stderr (what was asked, what is used, why), never silently.
+    A count the user ``asked`` for and that is capped is said once per process on stderr (what was asked, what is
+    used, why), never silently; a default (``asked=False``) is simply fitted to the machine.
     """
     if requested <= 0:
         return 0
@@ -28,7 +29,7 @@ def cap_workers(requested: int, what: str = "workers") -> int:
     if requested <= cores:
         return requested
     key = (what, requested, cores)
-    if key not in _NOTED:
+    if asked and key not in _NOTED:
         _NOTED.add(key)
         print(f"{what}: {requested} asked, {cores} used (this machine has {cores} cores)", file=sys.stderr)
     return cores

@@ -60,7 +60,8 @@ def register(sub: Any) -> None:
                    "(Parquet); optional with a sticker pack")  # fmt: skip
     p.add_argument("--format", choices=("csv", "jsonl"), help="output format, whatever --out's extension")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
-    p.add_argument("--workers", type=int, default=4, help="threads decoding images (at most the machine's cores)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="threads decoding images (default: 4, or the machine's cores if fewer)")  # fmt: skip
     p.add_argument("--max-pixels", type=int, default=50_000_000, help="skip images larger than this (w x h)")
     p.add_argument("--explain", nargs="?", const="", default=None, metavar="DIR",
                    help="write labelled heatmap overlays (PNG: the sticker in grey, the patches the model picked "
@@ -334,7 +335,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     writer = _Writer(out, fmt, predictor.class_names, explain=True) if out is not None else None
     bar = tqdm(total=len(files), unit="img", disable=args.no_progress, file=sys.stderr)
     try:
-        with ThreadPoolExecutor(max(1, cap_workers(args.workers, "--workers"))) as pool:
+        workers = cap_workers(4 if args.workers is None else args.workers, "--workers", asked=args.workers is not None)
+        with ThreadPoolExecutor(max(1, workers)) as pool:
             for start in range(0, len(files), args.batch_size):
                 chunk = files[start : start + args.batch_size]
                 good, texts, sources = [], [], []

@@ -163,6 +163,10 @@ class TrainConfig:
     def to_yaml(self) -> str:
         return dump_yaml(self.to_dict())
 
+    def workers_set(self) -> bool:
+        """Whether ``workers`` differs from its default (a default is fitted to the machine without a word)."""
+        return self.workers != type(self).__dataclass_fields__["workers"].default
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         return _build(cls, data, "")

@@ -58,7 +58,12 @@ def evaluate_checkpoint(
     keep = torch.tensor(view_keep(views))
     pre = Preprocess.from_dict(meta["preprocess"])
     ds = StickerDataset(part, pre.transform(), *feats)
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=cap_workers(cfg.workers), shuffle=False)
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        num_workers=cap_workers(cfg.workers, asked=cfg.workers_set()),
+        shuffle=False,
+    )
     y, pred, probs = predict_loader(model, loader, info, cfg.amp, keep=keep)
     metrics = compute_metrics(y, pred, classes, probs)
     y0, pred0, probs0 = predict_loader(model, loader, info, cfg.amp, views_absent=True)

@@ -181,7 +181,7 @@ def _loader(ds: StickerDataset, cfg: TrainConfig, info: DistInfo, train: bool) -
         ds,
         batch_size=cfg.batch_size,
         sampler=sampler,
-        num_workers=cap_workers(cfg.workers),
+        num_workers=cap_workers(cfg.workers, asked=cfg.workers_set()),
         pin_memory=info.device.type == "cuda",
         drop_last=False,
         persistent_workers=False,
