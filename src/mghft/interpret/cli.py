@@ -176,29 +176,24 @@ def _read_dataset(args: argparse.Namespace) -> Any:
 
 
 def list_images(paths: Sequence[Path]) -> list[str]:
-    """Image files among ``paths`` (``mghft.data.walk.iter_images``): folders searched recursively, hidden entries
+    """Image files among ``paths`` (``mghft.data.walk.find_images``): folders searched recursively, hidden entries
     skipped, sorted; FIFOs, devices and broken links are never opened but named on stderr. Kept as strings (a
     quarter of a ``Path``'s memory, for inputs by the hundred thousand).
 
     Raises:
         NotFoundError: a named path does not exist.
     """
-    from mghft.data.walk import MISSING, SkippedPath, iter_images
+    from mghft.data.walk import find_images
 
-    files: list[str] = []
-    skipped: list[SkippedPath] = []
-    for item in iter_images(paths):
-        if isinstance(item, SkippedPath):
-            if item.reason == MISSING:
-                raise NotFoundError(f"no such file or folder: {item.path}")
-            skipped.append(item)
-        elif item is not None:
-            files.append(str(item))
+    found = find_images(paths, as_str=True)
+    if found.missing:
+        raise NotFoundError(f"no such file or folder: {found.missing[0].path}")
+    skipped = found.skipped
     for s in skipped:
         print(f"skipped {s}", file=sys.stderr)
     if skipped:
         print(f"{len(skipped)} inputs skipped (not regular files)", file=sys.stderr)
-    return files
+    return found.files
 
 
 def _backend(args: argparse.Namespace, *, offline_ok: bool) -> Any:

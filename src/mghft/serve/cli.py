@@ -151,27 +151,12 @@ def register(sub: Any) -> None:
 # predict
 
 
-def find_images(paths: list[Path]) -> tuple[list[str], list[Any], int]:
-    """Files to predict (``mghft.data.walk.iter_images``): given files as they are, folders searched recursively
-    for image extensions; FIFOs, devices and broken links skipped and named.
+def find_images(paths: list[Path]) -> Any:
+    """Files to predict (``mghft.data.walk.find_images``, kept as ``str``): given files as they are, folders searched
+    recursively for image extensions; FIFOs, devices and broken links skipped and named."""
+    from mghft.data.walk import find_images as walk
 
-    Returns:
-        the files (as ``str``: a quarter of a ``Path``'s memory, for inputs by the hundred thousand), the skipped
-        inputs with reasons, and the number of non-image files ignored.
-    """
-    from mghft.data.walk import SkippedPath, iter_images
-
-    files: list[str] = []
-    skipped: list[Any] = []
-    ignored = 0
-    for item in iter_images(paths):
-        if isinstance(item, SkippedPath):
-            skipped.append(item)
-        elif item is None:
-            ignored += 1
-        else:
-            files.append(str(item))
-    return files, skipped, ignored
+    return walk(paths, as_str=True)
 
 
 def _build_interpreter(args: argparse.Namespace) -> Any:
@@ -289,8 +274,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError("give image files or folders (PATH), or a sticker pack to fill")
     out = args.out
     fmt = output_format(out, args.format, PREDICT_FORMATS) if out is not None else None
-    files, found_skipped, ignored = find_images(args.paths)
-    for s in found_skipped:  # never opened: a FIFO would block, /dev/zero never ends
+    found = find_images(args.paths)
+    files, ignored = found.files, found.ignored
+    for s in found.skipped:  # never opened: a FIFO would block, /dev/zero never ends
         print(f"skipped {s}", file=sys.stderr)
     if packs:
         listed = set(files)
@@ -330,7 +316,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         except OSError as e:  # e.g. permission denied
             return ImageLoadError(str(path), str(e))
 
-    done, skipped = 0, len(found_skipped)
+    done, skipped = 0, len(found.skipped)
     tags: dict[Path, list[str]] = {}
     writer = _Writer(out, fmt, predictor.class_names, explain=True) if out is not None else None
     bar = tqdm(total=len(files), unit="img", disable=args.no_progress, file=sys.stderr)
