@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "mghft.resources",
             "mghft.provenance",
             "mghft.console",
+            "mghft.sqlite_rows",
         ),
     ),
     ("data", ("mghft.data", "mghft.losses", "mghft.evaluate", "mghft.stats", "mghft.calibration", "mghft.emoji")),

@@ -37,6 +37,7 @@ from torch import Tensor
 from mghft.config import TextConfig
 from mghft.errors import MghftError
 from mghft.models.text import TextEncoder, view_texts
+from mghft.sqlite_rows import rows_where_in
 
 CACHE_FORMAT = 3
 _FINGERPRINT_FIELDS = ("encoder", "dim", "max_length", "last_layers", "masked_mean", "pad_to_max_length")
@@ -236,15 +237,9 @@ class TextFeatureCache:
             raise
 
     def _where(self, keys: Sequence[str]) -> dict[str, tuple[str, int]]:
-        """Shard and row of those of ``keys`` that are cached (one query per 500 keys)."""
-        db = self._open_index()
-        out: dict[str, tuple[str, int]] = {}
-        for i in range(0, len(keys), 500):
-            part = keys[i : i + 500]
-            marks = ",".join("?" * len(part))
-            for k, shard, row in db.execute(f"SELECT key, shard, row FROM rows WHERE key IN ({marks})", part):
-                out[k] = (shard, row)
-        return out
+        """Shard and row of those of ``keys`` that are cached (one indexed query per 500 keys)."""
+        rows = rows_where_in(self._open_index(), "SELECT key, shard, row FROM rows", "key", keys)
+        return {k: (shard, row) for k, shard, row in rows}
 
     def _features(self, shard: str, row: int) -> Tensor:
         if shard not in self._shards:

@@ -21,6 +21,7 @@ from typing import Any
 
 from mghft.errors import MghftError
 from mghft.interpret.description import Description, image_sha256, utc_now
+from mghft.sqlite_rows import rows_where_in
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS descriptions (
@@ -268,14 +269,10 @@ class DescriptionStore:
         query = "SELECT image_sha256, backend, model, prompt_version FROM descriptions"
         with self._lock:
             if shas is None:
-                return {sha: f"{b}/{m}/{p}" for sha, b, m, p in self._db.execute(query)}
-            wanted = list(dict.fromkeys(shas))
-            out: dict[str, str] = {}
-            for i in range(0, len(wanted), 500):
-                part = wanted[i : i + 500]
-                rows = self._db.execute(f"{query} WHERE image_sha256 IN ({','.join('?' * len(part))})", part)
-                out.update((sha, f"{b}/{m}/{p}") for sha, b, m, p in rows)
-            return out
+                rows: Iterable[tuple[Any, ...]] = self._db.execute(query)
+            else:
+                rows = rows_where_in(self._db, query, "image_sha256", list(dict.fromkeys(shas)))
+            return {sha: f"{b}/{m}/{p}" for sha, b, m, p in rows}
 
     # --- failures -------------------------------------------------------------------------------------------------
 
