@@ -54,11 +54,44 @@ def full_rollout_scores(maps: list[Tensor], last: bool) -> Tensor:
     return r[..., 0, 1:]
 
 
-def select_local_tokens(maps: list[Tensor], k: int, last: bool, n_cls: int = 1, full: bool = False) -> Tensor:
+TIE_TOLERANCE = 1e-3
+"""Rollout scores closer than this share of the head's largest score are a tie, broken by patch index."""
+
+
+def top_patches(scores: Tensor, k: int, tie_tolerance: float = TIE_TOLERANCE) -> Tensor:
+    """Positions of the ``k`` highest scores along the last axis, highest first: (..., k) int64.
+
+    A plain ``topk`` decides between scores that are equal in exact arithmetic (the patches of a flat
+    background) by float rounding, which changes with the batch size (a GEMM's row count picks its kernel), the
+    device and the runtime (ONNX Runtime, TorchScript): the same image could get different patches. Here each
+    score is rounded to a multiple of ``tie_tolerance`` times the largest score of its row, and equal levels go to
+    the lower patch index. Rounding noise (about 1e-7 of the scale in float32) then changes a pick only when a
+    score lies within that noise of a level's edge, instead of whenever two scores are tied. The selection key
+    ``level * N + (N - 1 - index)`` is unique, so no runtime's ``topk`` has a tie left to break. ``tie_tolerance``
+    0 is the plain ``topk`` (the public code's selection).
+    """
+    if tie_tolerance <= 0:
+        return scores.topk(k, dim=-1).indices
+    n = scores.shape[-1]
+    scale = scores.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
+    level = torch.round(scores / (scale * tie_tolerance)).long()  # (..., N), at most 1 / tie_tolerance
+    later = torch.arange(n - 1, -1, -1, device=scores.device)  # N-1 .. 0: the lower index ranks higher
+    return (level * n + later).topk(k, dim=-1).indices
+
+
+def select_local_tokens(
+    maps: list[Tensor],
+    k: int,
+    last: bool,
+    n_cls: int = 1,
+    full: bool = False,
+    tie_tolerance: float = TIE_TOLERANCE,
+) -> Tensor:
     """Indices of the top-``k`` patches per head, as token positions (CLS offset added): (B, heads * k).
 
     Duplicates across heads are kept. The rollout runs without gradient in at least float32; ``full`` forms the
-    whole products (the public code's way) instead of the CLS row.
+    whole products (the public code's way) instead of the CLS row. Ties up to ``tie_tolerance`` go to the lower
+    patch index (see :func:`top_patches`; 0 keeps the public code's plain ``topk``).
     """
     with torch.no_grad():
         dtype = torch.promote_types(maps[0].dtype, torch.float32)
@@ -66,7 +99,7 @@ def select_local_tokens(maps: list[Tensor], k: int, last: bool, n_cls: int = 1, 
         scores = rollout([m.detach().to(dtype) for m in maps], last)  # (B, h, N)
         if k > scores.shape[-1]:
             raise ValueError(f"cannot pick {k} local tokens per head from {scores.shape[-1]} candidates")
-        idx = scores.topk(k, dim=-1).indices + n_cls  # (B, h, k)
+        idx = top_patches(scores, k, tie_tolerance) + n_cls  # (B, h, k)
     return idx.flatten(1)
 
 

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from mghft.config import ModelConfig
 from mghft.losses import stage_alignment_loss
-from mghft.models.fusion import FusionBlock, gather_tokens, mlp2, select_local_tokens
+from mghft.models.fusion import TIE_TOLERANCE, FusionBlock, gather_tokens, mlp2, select_local_tokens
 from mghft.models.ops import linear
 from mghft.models.pvt import build_backbone
 from mghft.models.text import TextEncoder
@@ -123,9 +123,11 @@ class MGHFT(nn.Module):
         cfg = self.cfg
         k = cfg.local_tokens_per_head()
         full = cfg.fusion.rollout == "full"
+        # compat="official" keeps the public code's plain topk, so that float64 parity with it stays exact.
+        tie = 0.0 if cfg.compat == "official" else TIE_TOLERANCE
 
         def pick(i: int, maps: list[Tensor], n_cls: int) -> Tensor | None:  # each stage's maps freed once used
-            return select_local_tokens(maps, k[i], i == 3, n_cls, full) if cfg.fusion.local_stages[i] else None
+            return select_local_tokens(maps, k[i], i == 3, n_cls, full, tie) if cfg.fusion.local_stages[i] else None
 
         stages = self.backbone.forward_stages(images, need_weights=True, pick=pick)
         g_list, local_list, local_text = [], [], []
