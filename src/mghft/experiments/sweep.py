@@ -241,6 +241,7 @@ def run_sweep(
         the report; ``<output>/sweep.json`` records it too. ``KeyboardInterrupt`` stops the sweep (the run in
         progress resumes next time) after writing what was done.
     """
+    from mghft.train.distributed import teardown_distributed
     from mghft.train.loop import setup_distributed, train
 
     train_fn = train_fn or train
@@ -285,6 +286,7 @@ def run_sweep(
             _write_sweep_file(report, configs, seeds, overrides)
             for line in report.lines():
                 say(line)
+        teardown_distributed()
     return report
 
 
@@ -306,16 +308,18 @@ def _run_one(r: SweepRun, train_fn: Callable[..., Any], info: Any, main: bool) -
         raise
     except Exception as err:  # noqa: BLE001 - a failed run must not stop the others
         error = f"{type(err).__name__}: {err}".splitlines()[0]
+        if info is not None and info.world > 1:
+            from mghft.train.distributed import record_failure
+
+            error = record_failure(err)  # the other processes stop waiting on this one at once
         if main:
-            (r.folder / ERROR_FILE).write_text(traceback.format_exc(), encoding="utf-8")
+            (r.folder / ERROR_FILE).write_text(traceback.format_exc() + f"\n{error}\n", encoding="utf-8")
         _release_gpu_memory()
     r.seconds = time.monotonic() - started
     if info is not None and info.world > 1:
-        import torch.distributed as dist
+        from mghft.train.distributed import agree_on_outcome
 
-        errors: list[Any] = [None] * info.world
-        dist.all_gather_object(errors, error)
-        error = next((e for e in errors if e), "")
+        error = agree_on_outcome(info, error)  # through the rendezvous store; a fresh group after a failure
     if error:
         r.outcome, r.error = "failed", error
     else:

@@ -138,12 +138,14 @@ def check_model(cfg: Any) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from mghft.train.config import TrainConfig
+    from mghft.train.distributed import failures_reach_every_process
     from mghft.train.loop import train
 
     cfg = TrainConfig.from_file(_config_file(args.config, ""), args.overrides)
     check_model(cfg)
     check_data_root(cfg)
-    train(cfg, resume=args.resume, overwrite=args.overwrite)
+    with failures_reach_every_process():  # under torchrun: no process waits on one that failed
+        train(cfg, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 

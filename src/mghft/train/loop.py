@@ -10,7 +10,6 @@ import contextlib
 import csv
 import json
 import math
-import os
 import random
 import time
 import warnings
@@ -36,6 +35,7 @@ from mghft.models.text import view_texts
 from mghft.resources import cap_workers
 from mghft.train.config import TrainConfig
 from mghft.train.data import RepeatAugSampler, StickerDataset, drop_views, load_splits
+from mghft.train.distributed import DistInfo, setup_distributed
 from mghft.train.provenance import check_run_folder, clear_run_folder, collect_descriptions, run_provenance
 from mghft.train.randomness import derive_seed, seed_process
 from mghft.train.resume import (
@@ -50,32 +50,6 @@ from mghft.train.resume import (
     training_schedule,
 )
 from mghft.views import VIEWS
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed() -> DistInfo:
-    """Initialise the process group when launched by ``torchrun`` (NCCL on GPUs, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda", local) if cuda else torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        if cuda:
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if cuda else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return DistInfo(rank, world, local, device)
 
 
 def seed_everything(seed: int) -> None:
