@@ -69,6 +69,8 @@ def test_predict_on_ray_matches_local_and_resumes(local_ray, checkpoint: Path, t
         row = by_path[str(pred.name)]
         assert row["error"] is None and row["label"] == pred.label and row["sha256"] == pred.sha256
         got = np.array([row[f"p_{c}"] for c in synthetic.CLASSES])
+        # Ray's batches of 4 and the local batch pick the same patches (near-ties go to the lower patch index,
+        # mghft.models.fusion.top_patches), so only float rounding is left: about 1e-7.
         assert np.allclose(got, [pred.probabilities[c] for c in synthetic.CLASSES], atol=1e-5)
         assert row["emoji"] == pred.emoji
     from mghft.errors import UsageError

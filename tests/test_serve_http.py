@@ -65,8 +65,9 @@ def test_multipart_and_json_give_the_predictor_answers(client: httpx.Client, pre
     assert [p["name"] for p in preds] == ["a.png", "b.png"]
     for got, exp in zip(preds, want, strict=True):
         assert got["label"] == exp.label and got["view_source"] == "absent"
+        # the same patches whatever the batch (mghft.models.fusion.top_patches): float rounding only, ~1e-7
         np.testing.assert_allclose([got["probabilities"][c] for c in CLASSES],
-                                   [exp.probabilities[c] for c in CLASSES], atol=1e-4)  # fmt: skip
+                                   [exp.probabilities[c] for c in CLASSES], atol=1e-5)  # fmt: skip
         assert len(got["explanation"]["heatmap"]) == 16 and len(got["explanation"]["stages"]) == 4
     # JSON with base64 (plain and as a data URL), with a description for one of them, without explanations
     body = {
