@@ -782,7 +782,7 @@ def damage_reason(fmt: str, data: bytes, exc: BaseException) -> str:
         return f"damaged {name}: a chunk's checksum does not match its data (altered or damaged in transfer)"
     if "truncated" in text or isinstance(exc, EOFError) or "end of file" in text or "not enough data" in text:
         return f"truncated {name}: the data ends before the image does"
-    if "decompress" in text or "zlib" in text or "invalid" in text and "code " in text:
+    if "decompress" in text or "zlib" in text or "data stream" in text or "invalid" in text and "code " in text:
         return f"damaged {name}: its compressed pixel data is corrupt"
     if fmt == "PNG" and "chunk" in text:
         return f"damaged {name}: a chunk is broken or of an unknown kind where the image needs one"
