@@ -64,6 +64,9 @@ _MAX_HEADER = 1 << 20
 RENDERERS = {"TGS": "the TGS renderer (rlottie)", "WEBM": "the WebM decoder (FFmpeg)", "AVIF": "the AVIF decoder"}
 ISOLATED_FORMATS = frozenset(RENDERERS)
 """Formats decoded out of process (see the module docstring)."""
+AVAILABLE = os.name == "posix"
+"""Whether this platform can run the pool (it needs ``resource``, ``select`` on pipes and ``alarm``); elsewhere
+every format is decoded in the calling process."""
 
 
 class DecodeWorkerError(MghftError, RuntimeError):
@@ -475,18 +478,16 @@ def worker_main() -> None:
         return
     base = _address_space()
     _send(wfd, {"ready": True, "address_space": base, "pid": os.getpid()})
-    memory_set = False
     faults = os.environ.get(FAULT_ENV) == "1"
     while True:
         try:
             job, data = _receive(rfd, None, 1 << 40)
         except (EOFError, OSError, ValueError):
             return
-        if not memory_set and base:
-            limit = base + int(job["limits"].get("max_memory", 0) or 0)
-            if limit > base:
-                resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
-            memory_set = True
+        extra = int(job["limits"].get("max_memory", 0) or 0)
+        if base and extra > 0:  # per file: the hard limit stays unlimited, so a later file may have another
+            with contextlib.suppress(ValueError, OSError):  # macOS does not enforce RLIMIT_AS
+                resource.setrlimit(resource.RLIMIT_AS, (base + extra, resource.RLIM_INFINITY))
         used = resource.getrusage(resource.RUSAGE_SELF)
         cpu_used = math.ceil(used.ru_utime + used.ru_stime)
         _, hard = resource.getrlimit(resource.RLIMIT_CPU)

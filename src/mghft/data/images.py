@@ -22,9 +22,15 @@ Rules (also in ``docs/data.md``):
   grey, 8- and 16-bit RGB) is composited onto a solid background, white by default.
 * **Modes**: palette, CMYK, YCbCr, 1-bit and grey become RGB; 16- and 32-bit integer grey are scaled from
   0..65535 to 0..255; float grey is read as 0..1.
-* **EXIF orientation** is applied, so a phone photo stands upright.
+* **EXIF orientation** is applied, so a phone photo stands upright; EXIF/XMP that Pillow cannot parse means no
+  orientation, and :attr:`DecodedImage.note` says so (metadata never refuses a decodable image). An animation whose
+  frames break off gives the last frame before the damage, with a note.
+* **Native decoders in worker processes**: TGS, WebM and AVIF (:data:`~mghft.data.decode_pool.ISOLATED_FORMATS`)
+  decode in :mod:`mghft.data.decode_pool`'s workers under wall-time, CPU-time and address-space limits, so a crash,
+  hang or memory blow-up raises :class:`ImageLoadError` naming the file and the process goes on.
 * **Errors**: :class:`ImageLoadError` (a ``ValueError`` and a :class:`~mghft.errors.MghftError`) whose message starts
-  with the file's name and gives the reason; decoder messages that contain paths are not passed on.
+  with the file's name and says what is wrong in the user's terms (:func:`damage_reason`); a decoder's exception
+  text is never passed on.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError, features
 
+from mghft.data.decode_pool import AVAILABLE as _POOL_AVAILABLE
 from mghft.data.decode_pool import ISOLATED_FORMATS
 from mghft.errors import MghftError
 
@@ -723,7 +730,7 @@ def decode_image(
     if fmt is None:
         cls, reason, hint = _refusal(data)
         raise cls(label, reason, hint=hint)
-    if limits.isolate and fmt in ISOLATED_FORMATS:
+    if limits.isolate and fmt in ISOLATED_FORMATS and _POOL_AVAILABLE:
         from mghft.data.decode_pool import decode_isolated
 
         decoded = decode_isolated(data, fmt, label, max(1, frames), limits, background)
