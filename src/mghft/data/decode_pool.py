@@ -170,10 +170,13 @@ class _Worker:
                 hint="run `python -c 'import mghft.data.decode_pool'` to see the error",
             ) from None
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
+    def kill(self, grace: float = 0.0) -> None:
+        """End the worker now (after ``grace`` seconds to finish dying by itself, so its own signal is kept)."""
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
             self.proc.kill()
-        self.proc.wait()
+            self.proc.wait()
         self.close_pipes()
 
     def close_pipes(self) -> None:
@@ -287,7 +290,7 @@ class DecodePool:
                     label, f"{renderer} did not finish within {wall:g} s on this file; it was stopped"
                 ) from None
             except (EOFError, BrokenPipeError, ConnectionResetError):
-                worker.kill()
+                worker.kill(grace=2.0)  # its pipe closed as it died: wait for the exit status that says how
                 how = _signal_name(worker.proc.returncode)
                 if how == "SIGXCPU":
                     raise images.DecodeBudgetError(
@@ -301,6 +304,9 @@ class DecodePool:
             except (ValueError, OSError):
                 worker.kill()
                 raise images.ImageLoadError(label, f"{renderer} gave an unreadable answer for this file") from None
+            except BaseException:  # KeyboardInterrupt, SystemExit while waiting: the worker's answer is lost
+                worker.kill()
+                raise
             if header.get("retire") or worker.jobs >= MAX_JOBS_PER_WORKER:
                 worker.stop()
             else:
