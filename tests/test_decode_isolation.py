@@ -356,6 +356,9 @@ def test_damaged_png_and_apng_get_specific_messages() -> None:
         "frame 1 instead of the middle frame 2: frame 2 of 5 cannot be read (damaged APNG animation: its frame "
         "chunks (fcTL/fdAT) are missing, repeated or out of order)"
     )
+    no_pixels = [c for c in chunks if c[0] in (b"IHDR", b"acTL", b"IEND")]  # Pillow: "cannot load this image"
+    err = _refusal(_png_from(no_pixels), "n.png")
+    assert err.reason == "damaged APNG animation: it has no image data (no IDAT chunk)"
     still = _apng_chunks(sf.png_still())
     idat = [(k, d[:2] + bytes(b ^ 0x55 for b in d[2:]) if k == b"IDAT" else d) for k, d in still]
     assert _refusal(_png_from(idat), "c.png").reason == "damaged PNG file: its compressed pixel data is corrupt"

@@ -774,6 +774,8 @@ def damage_reason(fmt: str, data: bytes, exc: BaseException) -> str:
     """What a decoder's exception on ``data`` means for the user (never the exception's own text)."""
     text = str(exc).lower()
     name = "APNG animation" if fmt == "PNG" and _is_apng(data) else f"{fmt} file"
+    if fmt == "PNG" and b"IDAT" not in data:
+        return f"damaged {name}: it has no image data (no IDAT chunk)"
     actl = data.find(b"acTL")
     if name.startswith("APNG") and data[actl + 4 : actl + 8] == b"\0\0\0\0":
         return f"damaged {name}: its acTL chunk declares 0 frames"
