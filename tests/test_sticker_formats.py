@@ -269,7 +269,7 @@ def test_errors_survive_pickling_between_processes() -> None:
 def test_decoder_errors_never_carry_paths() -> None:
     data = sf.png_still()
     err = pytest.raises(ImageLoadError, load_image, data[: len(data) // 2], name="cut.png").value
-    assert str(err).startswith("cut.png: cannot decode PNG image") and "/" not in err.reason
+    assert str(err) == "cut.png: truncated PNG file: the data ends before the image does"
 
 
 # --- walking inputs ------------------------------------------------------------------------------------------------

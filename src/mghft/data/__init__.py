@@ -1,62 +1,55 @@
 """Datasets: records, readers (SER30K, MET-MEME, manifests, class folders), robust image loading, splits,
-validation and preprocessing."""
+validation and preprocessing.
 
-from mghft.data.errors import DataFormatError
-from mghft.data.images import (
-    ALLOWED_FORMATS,
-    DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
-    DecodedImage,
-    DecodeLimits,
-    ImageFormatError,
-    ImageLoadError,
-    ImageTooLargeError,
-    decode_image,
-    image_size,
-    load_frames,
-    load_image,
-)
-from mghft.data.manifest import read_folder, read_manifest, write_manifest
-from mghft.data.metmeme import METMEME_SENTIMENTS, read_metmeme
-from mghft.data.records import DatasetIndex, Sample
-from mghft.data.ser30k import SER30K_CLASSES, read_ser30k, read_ser30k_json
-from mghft.data.splits import Split, stratified_split
-from mghft.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess, RandAugment, build_transform
-from mghft.data.validate import DatasetValidationError, Problem, ValidationReport, validate_index
+Names are imported on first use, so that ``mghft.data.images`` (and the decode workers, which import only it)
+start without loading torch (``mghft.data.transforms`` needs it).
+"""
 
-__all__ = [
-    "ALLOWED_FORMATS",
-    "DEFAULT_MAX_PIXELS",
-    "IMAGE_EXTENSIONS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "METMEME_SENTIMENTS",
-    "SER30K_CLASSES",
-    "DataFormatError",
-    "DatasetIndex",
-    "DatasetValidationError",
-    "DecodeLimits",
-    "DecodedImage",
-    "ImageFormatError",
-    "ImageLoadError",
-    "ImageTooLargeError",
-    "Preprocess",
-    "Problem",
-    "RandAugment",
-    "Sample",
-    "Split",
-    "ValidationReport",
-    "build_transform",
-    "decode_image",
-    "image_size",
-    "load_frames",
-    "load_image",
-    "read_folder",
-    "read_manifest",
-    "read_metmeme",
-    "read_ser30k",
-    "read_ser30k_json",
-    "stratified_split",
-    "validate_index",
-    "write_manifest",
-]
+from __future__ import annotations
+
+from mghft._lazy import lazy_getattr
+
+_EXPORTS: dict[str, str] = {
+    "ALLOWED_FORMATS": "mghft.data.images",
+    "DEFAULT_MAX_PIXELS": "mghft.data.images",
+    "DataFormatError": "mghft.data.errors",
+    "DatasetIndex": "mghft.data.records",
+    "DatasetValidationError": "mghft.data.validate",
+    "DecodeLimits": "mghft.data.images",
+    "DecodedImage": "mghft.data.images",
+    "IMAGENET_MEAN": "mghft.data.transforms",
+    "IMAGENET_STD": "mghft.data.transforms",
+    "IMAGE_EXTENSIONS": "mghft.data.images",
+    "ImageFormatError": "mghft.data.images",
+    "ImageLoadError": "mghft.data.images",
+    "ImageTooLargeError": "mghft.data.images",
+    "METMEME_SENTIMENTS": "mghft.data.metmeme",
+    "Preprocess": "mghft.data.transforms",
+    "Problem": "mghft.data.validate",
+    "RandAugment": "mghft.data.transforms",
+    "SER30K_CLASSES": "mghft.data.ser30k",
+    "Sample": "mghft.data.records",
+    "Split": "mghft.data.splits",
+    "ValidationReport": "mghft.data.validate",
+    "build_transform": "mghft.data.transforms",
+    "decode_image": "mghft.data.images",
+    "image_size": "mghft.data.images",
+    "load_frames": "mghft.data.images",
+    "load_image": "mghft.data.images",
+    "read_folder": "mghft.data.manifest",
+    "read_manifest": "mghft.data.manifest",
+    "read_metmeme": "mghft.data.metmeme",
+    "read_ser30k": "mghft.data.ser30k",
+    "read_ser30k_json": "mghft.data.ser30k",
+    "stratified_split": "mghft.data.splits",
+    "validate_index": "mghft.data.validate",
+    "write_manifest": "mghft.data.manifest",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_getattr(__name__, globals(), _EXPORTS)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

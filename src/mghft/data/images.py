@@ -22,9 +22,15 @@ Rules (also in ``docs/data.md``):
   grey, 8- and 16-bit RGB) is composited onto a solid background, white by default.
 * **Modes**: palette, CMYK, YCbCr, 1-bit and grey become RGB; 16- and 32-bit integer grey are scaled from
   0..65535 to 0..255; float grey is read as 0..1.
-* **EXIF orientation** is applied, so a phone photo stands upright.
+* **EXIF orientation** is applied, so a phone photo stands upright; EXIF/XMP that Pillow cannot parse means no
+  orientation, and :attr:`DecodedImage.note` says so (metadata never refuses a decodable image). An animation whose
+  frames break off gives the last frame before the damage, with a note.
+* **Native decoders in worker processes**: TGS, WebM and AVIF (:data:`~mghft.data.decode_pool.ISOLATED_FORMATS`)
+  decode in :mod:`mghft.data.decode_pool`'s workers under wall-time, CPU-time and address-space limits, so a crash,
+  hang or memory blow-up raises :class:`ImageLoadError` naming the file and the process goes on.
 * **Errors**: :class:`ImageLoadError` (a ``ValueError`` and a :class:`~mghft.errors.MghftError`) whose message starts
-  with the file's name and gives the reason; decoder messages that contain paths are not passed on.
+  with the file's name and says what is wrong in the user's terms (:func:`damage_reason`); a decoder's exception
+  text is never passed on.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError, features
 
+from mghft.data.decode_pool import AVAILABLE as _POOL_AVAILABLE
+from mghft.data.decode_pool import ISOLATED_FORMATS
 from mghft.errors import MghftError
 
 log = logging.getLogger(__name__)
@@ -60,6 +68,9 @@ DEFAULT_MAX_SECONDS = 10.0
 """Wall-clock limit for decoding one file's frames."""
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 """Largest file read from disk, bytes."""
+DEFAULT_MAX_MEMORY = 2 * 1024 * 1024 * 1024
+"""Address space a decode worker may add to its start-up size while decoding one file, bytes (enough for a
+:data:`DEFAULT_MAX_PIXELS` AVIF: its YUV planes, RGBA and RGB copies)."""
 
 # The allowlist: our format name -> the Pillow plugins allowed to open it ("" = a reader of our own).
 _AVIF = features.check("avif")
@@ -152,6 +163,10 @@ class DecodeLimits:
         decode_budget: most canvas pixels × frames composited to reach the chosen frames.
         max_seconds: wall-clock limit for the decode itself.
         max_bytes: largest file read from a path.
+        max_memory: address space, bytes, a decode worker may add for one file (formats decoded out of process).
+        isolate: decode TGS, WebM and AVIF in worker processes (:mod:`mghft.data.decode_pool`), so that a crash,
+            hang or memory blow-up of their native decoders costs only the file; ``False`` decodes them in this
+            process (faster by a few percent, see ``docs/security.md``; only for trusted files).
     """
 
     max_pixels: int | None = DEFAULT_MAX_PIXELS
@@ -159,6 +174,8 @@ class DecodeLimits:
     decode_budget: int = DEFAULT_DECODE_BUDGET
     max_seconds: float = DEFAULT_MAX_SECONDS
     max_bytes: int = DEFAULT_MAX_BYTES
+    max_memory: int = DEFAULT_MAX_MEMORY
+    isolate: bool = True
 
 
 @dataclass
@@ -218,6 +235,42 @@ def sniff_format(head: bytes) -> str | None:
     if head.startswith(b"\x1a\x45\xdf\xa3") and b"webm" in head[:64]:
         return "WEBM"
     return None
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _refusal(data: bytes) -> tuple[type[ImageLoadError], str, str | None]:
+    """Why a file that sniffs as no allowed format is refused, in the user's terms: class, reason, hint."""
+    head = data[:64]
+    accepted = f"accepted formats: {', '.join(ALLOWED_FORMATS)}"
+    if head[1:4] == b"PNG" and head[:8] != _PNG_SIGNATURE:
+        if head[4:8].count(b"\r") != 1 or b"\n" not in head[4:8] or b"\r\r" in head[:10] or head[:10].count(b"\n") > 2:
+            return (
+                ImageLoadError,
+                "damaged PNG file: its signature has the line ends changed, as a text-mode (CR/LF) transfer does",
+                "copy or download the file again in binary mode (FTP: `binary`; git: mark *.png binary)",
+            )
+        return ImageLoadError, "damaged PNG file: its first 8 bytes (the PNG signature) are wrong", None
+    if head.startswith(b"PK\x03\x04"):
+        if b"manifest.json" in data[:65536] and (b"animations/" in data or b".json" in data[:65536]):
+            return (
+                ImageFormatError,
+                "a dotLottie (.lottie) file: this format is not supported",
+                "export the animation as a Telegram TGS sticker or as Lottie JSON gzipped into a .tgs "
+                "(gzip -c anim.json > anim.tgs)",
+            )
+        return ImageFormatError, "a ZIP archive, not an image", accepted
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped.startswith(b"{") and b'"layers"' in data[: 1 << 20] and b'"v"' in data[: 1 << 20]:
+        return (
+            ImageFormatError,
+            "uncompressed Lottie JSON: stickers are read as TGS (gzipped Lottie JSON)",
+            "gzip it into a TGS: gzip -c anim.json > anim.tgs",
+        )
+    seen = _describe_unknown(head)
+    reason = f"{seen} is not an accepted image format" if seen else "not a recognised image file"
+    return ImageFormatError, reason, accepted
 
 
 def _describe_unknown(head: bytes) -> str:
@@ -458,6 +511,22 @@ def _orient(images: list[Image.Image], orientation: int) -> list[Image.Image]:
     return images if transpose is None else [im.transpose(transpose) for im in images]
 
 
+def _orientation(im: Image.Image, fmt: str) -> tuple[int, str]:
+    """The EXIF orientation (1: as stored) and a note when the metadata could not be read.
+
+    Metadata never refuses a decodable image: an unreadable EXIF or XMP block (a Pillow error while parsing it)
+    means no orientation is applied, and the note says so. Pixels are not read here except for PNG, where
+    Pillow reads the first frame to find an ``eXIf`` chunk after the pixel data; a damage there is a decode error.
+    """
+    if fmt == "PNG":
+        im.load()
+    try:
+        value = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # Pillow parses EXIF/XMP with struct, bytes.fromhex, XML ...: any of them may raise
+        return 1, "the file's EXIF/XMP metadata is unreadable: its orientation was not applied"
+    return (value if isinstance(value, int) else 1), ""  # 0 and other values outside 1..8 mean "as stored"
+
+
 # --- Pillow formats ------------------------------------------------------------------------------------------------
 
 
@@ -525,14 +594,6 @@ def _webp_with_alpha(data: bytes) -> bytes:
     return data
 
 
-def _safe_reason(exc: BaseException) -> str:
-    """A decoder's message, unless it could reveal a path or a command line."""
-    text = str(exc).strip()
-    if not text or "/" in text or "\\" in text or len(text) > 200:
-        return type(exc).__name__
-    return text
-
-
 def _decode_pillow(
     data: bytes, fmt: str, label: str, count: int, limits: DecodeLimits, background: tuple[int, int, int]
 ) -> DecodedImage:
@@ -540,8 +601,8 @@ def _decode_pillow(
         data = _webp_with_alpha(data)
     try:
         im = Image.open(io.BytesIO(data), formats=_PILLOW_PLUGINS[fmt])
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(label, f"refused by Pillow's decompression-bomb check ({_safe_reason(exc)})") from None
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(label, _BOMB) from None
     except UnidentifiedImageError:
         raise ImageLoadError(label, f"not a readable {fmt} file (damaged header)") from None
     with im:
@@ -559,21 +620,62 @@ def _decode_pillow(
             n_frames = 1  # MPO and the like: the first image is the picture
         if n_frames > limits.max_frames:
             raise ImageTooLargeError(label, f"more than {limits.max_frames} frames (the frame limit)")
-        orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+        orientation, meta_note = _orientation(im, fmt)
         depth = _png_header(data)
         png_depth = depth[0] if fmt == "PNG" and depth else None
         indices, note = plan_frames(n_frames, (width, height), count, limits)
+        note = "; ".join(n for n in (note, meta_note) if n)
         deadline = Deadline(label, limits.max_seconds)
-        frames: list[Image.Image] = []
-        want = set(indices)
-        for i in range(indices[-1] + 1):
+        got, broken = _collect(im, indices, deadline, background, png_depth)
+    if broken is not None:  # a damaged animation: keep the frames before the damage, and say so
+        at, exc = broken
+        if at - 1 not in {i for i, _ in got}:
+            with Image.open(io.BytesIO(data), formats=_PILLOW_PLUGINS[fmt]) as again:
+                again.load()
+                more, _ = _collect(again, [at - 1], Deadline(label, limits.max_seconds), background, png_depth)
+            got = sorted({**dict(got), **dict(more)}.items())
+        damage = note_damage(fmt, data, exc, at, n_frames, [i for i, _ in got], indices)
+        note = "; ".join(n for n in (note, damage) if n)
+        indices = [i for i, _ in got]
+    frames = [f for _, f in got]
+    return DecodedImage(_orient(frames, orientation), fmt, n_frames, indices, (width, height), note)
+
+
+def _collect(
+    im: Image.Image,
+    indices: list[int],
+    deadline: Deadline,
+    background: tuple[int, int, int],
+    png_depth: int | None,
+) -> tuple[list[tuple[int, Image.Image]], tuple[int, BaseException] | None]:
+    """The frames at ``indices`` (sorted), reached frame by frame; stops at the first frame after 0 that cannot
+    be read and returns its index and error (frame 0's errors, the deadline and bomb checks propagate)."""
+    out: list[tuple[int, Image.Image]] = []
+    want = set(indices)
+    for i in range(indices[-1] + 1):
+        try:
             if i:
                 deadline.check(i)
                 im.seek(i)
             if i in want:
                 im.load()
-                frames.append(to_rgb(im, background, png_depth=png_depth))
-        return DecodedImage(_orient(frames, orientation), fmt, n_frames, indices, (width, height), note)
+                out.append((i, to_rgb(im, background, png_depth=png_depth)))
+        except (ImageLoadError, Image.DecompressionBombError, MemoryError):
+            raise
+        except Exception as exc:  # Pillow's errors on a damaged frame: OSError, SyntaxError, EOFError, ...
+            if i == 0:
+                raise
+            return out, (i, exc)
+    return out, None
+
+
+def note_damage(
+    fmt: str, data: bytes, exc: BaseException, at: int, n_frames: int, used: list[int], wanted: list[int]
+) -> str:
+    """The decode note for an animation that breaks off at frame ``at``."""
+    what = f"frame {used[-1]}" if len(used) == 1 else f"frames {used}"
+    policy = f"the middle frame {wanted[0]}" if len(wanted) == 1 else f"frames {wanted}"
+    return f"{what} instead of {policy}: frame {at} of {n_frames} cannot be read ({damage_reason(fmt, data, exc)})"
 
 
 # --- the entry points ----------------------------------------------------------------------------------------------
@@ -626,25 +728,76 @@ def decode_image(
         raise ImageLoadError(label, "empty file")
     fmt = sniff_format(data[:64])
     if fmt is None:
-        seen = _describe_unknown(data[:64])
-        raise ImageFormatError(
-            label,
-            f"{seen} is not an accepted image format" if seen else "not a recognised image file",
-            hint=f"accepted formats: {', '.join(ALLOWED_FORMATS)}",
-        )
-    try:
-        decoded = _decoder(fmt)(data, fmt, label, max(1, frames), limits, background)
-    except ImageLoadError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(label, f"refused by Pillow's decompression-bomb check ({_safe_reason(exc)})") from None
-    except MemoryError:
-        raise ImageTooLargeError(label, "out of memory while decoding") from None
-    except Exception as exc:  # Pillow raises OSError, SyntaxError, struct.error, EOFError ... on damaged files
-        raise ImageLoadError(label, f"cannot decode {fmt} image ({_safe_reason(exc)})") from None
+        cls, reason, hint = _refusal(data)
+        raise cls(label, reason, hint=hint)
+    if limits.isolate and fmt in ISOLATED_FORMATS and _POOL_AVAILABLE:
+        from mghft.data.decode_pool import decode_isolated
+
+        decoded = decode_isolated(data, fmt, label, max(1, frames), limits, background)
+    else:
+        decoded = decode_sniffed(data, fmt, label, max(1, frames), limits, background)
     if decoded.note:
         log.warning("%s: %s", label, decoded.note)
     return decoded
+
+
+def decode_sniffed(
+    data: bytes, fmt: str, label: str, count: int, limits: DecodeLimits, background: tuple[int, int, int]
+) -> DecodedImage:
+    """Decode bytes already sniffed as ``fmt`` in this process (the decode pool's workers call this too).
+
+    Raises:
+        ImageLoadError: as :func:`decode_image`; a decoder's own exception becomes a reason in the user's terms.
+    """
+    try:
+        return _decoder(fmt)(data, fmt, label, count, limits, background)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(label, _BOMB) from None
+    except MemoryError:
+        raise ImageTooLargeError(label, "out of memory while decoding") from None
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, struct.error, EOFError ... on damaged files
+        raise ImageLoadError(label, damage_reason(fmt, data, exc)) from None
+
+
+_BOMB = "more pixels than Pillow's decompression-bomb check allows (PIL.Image.MAX_IMAGE_PIXELS)"
+
+
+def _is_apng(data: bytes) -> bool:
+    idat = data.find(b"IDAT")
+    actl = data.find(b"acTL")
+    return actl >= 0 and (idat < 0 or actl < idat)
+
+
+def damage_reason(fmt: str, data: bytes, exc: BaseException) -> str:
+    """What a decoder's exception on ``data`` means for the user (never the exception's own text)."""
+    text = str(exc).lower()
+    name = "APNG animation" if fmt == "PNG" and _is_apng(data) else f"{fmt} file"
+    if fmt == "PNG" and b"IDAT" not in data:
+        return f"damaged {name}: it has no image data (no IDAT chunk)"
+    actl = data.find(b"acTL")
+    if name.startswith("APNG") and data[actl + 4 : actl + 8] == b"\0\0\0\0":
+        return f"damaged {name}: its acTL chunk declares 0 frames"
+    if fmt == "AVIF":  # libavif's reasons name ISOBMFF items and properties, not what the user can act on
+        return "an AVIF file this AVIF decoder cannot decode (damaged, or uses a feature it does not support)"
+    if "unsupported" in text or "not supported" in text:
+        return f"a {fmt} variant this decoder does not support (its compression, bit depth or layout)"
+    if "too large" in text and "text" in text:
+        return f"refused {name}: a compressed text chunk expands beyond Pillow's limit (a decompression bomb)"
+    if fmt == "PNG" and ("sequence" in text or "apng" in text or "fctl" in text or "fdat" in text):
+        return f"damaged {name}: its frame chunks (fcTL/fdAT) are missing, repeated or out of order"
+    if "crc" in text or "checksum" in text:
+        return f"damaged {name}: a chunk's checksum does not match its data (altered or damaged in transfer)"
+    if "truncated" in text or isinstance(exc, EOFError) or "end of file" in text or "not enough data" in text:
+        return f"truncated {name}: the data ends before the image does"
+    if "decompress" in text or "zlib" in text or "data stream" in text or "invalid" in text and "code " in text:
+        return f"damaged {name}: its compressed pixel data is corrupt"
+    if fmt == "PNG" and "chunk" in text:
+        return f"damaged {name}: a chunk is broken or of an unknown kind where the image needs one"
+    if "mode" in text or "bit depth" in text or "colour type" in text or "color type" in text:
+        return f"damaged {name}: its header declares an impossible colour type or bit depth"
+    return f"damaged {name}: the {fmt} decoder stopped on its data"
 
 
 def load_image(
@@ -709,4 +862,4 @@ def image_size(source: str | Path) -> tuple[int, int]:
         with Image.open(io.BytesIO(data), formats=_PILLOW_PLUGINS[fmt]) as im:
             return im.size
     except Exception as exc:
-        raise ImageLoadError(label, f"cannot read image header ({_safe_reason(exc)})") from None
+        raise ImageLoadError(label, damage_reason(fmt, data, exc)) from None
