@@ -122,3 +122,14 @@ def test_training_and_evaluate_report_and_record_the_split_s_packs(tmp_path: Pat
     assert "packs" in json.loads((run / "results.json").read_text())["bootstrap"]
     table = compare([str(run)], tmp_path / "table", n_draws=30)
     assert table.unit == "group" and table.grouping == "pack" and "packs" in table.markdown
+
+
+def test_a_zero_shot_summary_uses_the_same_macro_f1(tmp_path: Path) -> None:
+    from mghft.interpret.zeroshot import f1_scores
+
+    # "sadness" has no item: it joins no macro mean; an unparseable answer (None) is wrong.
+    pairs = [(0, 0), (0, 0), (0, 2), (1, 1), (1, None), (1, 1)]
+    per_class, macro, weighted = f1_scores(pairs, 3)
+    assert per_class[2] == 0.0 and macro == pytest.approx((0.8 + 0.8) / 2)
+    assert weighted == pytest.approx(0.8)
+    assert f1_scores([], 3) == ([0.0, 0.0, 0.0], 0.0, 0.0)
