@@ -440,7 +440,7 @@ def _per_class_table(c: Comparison, systems: list[SystemResult]) -> list[str]:
 
 
 def per_class_markdown(c: Comparison) -> str:
-    """Per-class precision, recall and F1 (pooled over seeds, 95% bootstrap intervals), reference beside each."""
+    """Per-class precision, recall and F1 (means over seeds, two-level bootstrap intervals), reference beside each."""
     ref = c.systems[0]
     lines = [
         "# Per-class scores (%)",
