@@ -92,13 +92,41 @@ def test_group_bootstrap_is_wider_when_groups_are_correlated() -> None:
 def test_paired_bootstrap_separates_a_worse_system_and_not_a_copy() -> None:
     rng = np.random.default_rng(2)
     y = rng.integers(0, 3, 400)
-    good = np.where(rng.random(400) < 0.9, y, (y + 1) % 3)
-    bad = np.where(rng.random(400) < 0.6, y, (y + 1) % 3)
+    good = np.stack([np.where(rng.random(400) < 0.9, y, (y + 1) % 3) for _ in range(3)])
+    bad = np.stack([np.where(rng.random(400) < 0.6, y, (y + 1) % 3) for _ in range(3)])
     worse = stats.paired_bootstrap(y, bad, good, 3, n_draws=500, seed=0)
-    assert worse["accuracy"].p_value < 0.01 and worse["accuracy"].difference.high < 0
-    assert worse["accuracy"].difference.value == pytest.approx(np.mean(bad == y) - np.mean(good == y))
+    acc = worse["accuracy"]
+    assert acc.p_value is not None and acc.p_value < 0.01 and acc.difference.high < 0
+    assert acc.difference.value == pytest.approx(np.mean(bad == y) - np.mean(good == y))
+    assert acc.runs == (3, 3) and acc.method.startswith("Welch") and acc.p_value == max(acc.p_seeds, acc.p_bootstrap)
     same = stats.paired_bootstrap(y, good, good, 3, n_draws=500, seed=0)
     assert same["accuracy"].p_value == 1.0 and same["macro_f1"].difference.value == 0.0
+    # One run on each side: no seed-aware test, said so; the bootstrap is still reported.
+    single = stats.paired_bootstrap(y, bad[0], good[0], 3, n_draws=200, seed=0)["accuracy"]
+    assert single.p_value is None and single.method == stats.NO_SEED_TEST and single.p_bootstrap < 0.01
+
+
+def test_seed_spread_the_items_cannot_see_is_not_called_a_difference() -> None:
+    # Two seeds of each system; within a system the seeds differ by 0.08 in accuracy, between systems the means
+    # by 0.04: an item bootstrap of the pooled seeds calls that certain, the seed-aware test does not.
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 2000)
+    runs = [np.where(rng.random(2000) < q, y, (y + 1) % 3) for q in (0.60, 0.68, 0.64, 0.72)]
+    result = stats.paired_bootstrap(y, np.stack(runs[2:]), np.stack(runs[:2]), 3, n_draws=400, seed=0)
+    acc = result["accuracy"]
+    assert acc.p_bootstrap < 0.01 and acc.p_seeds is not None and acc.p_seeds > 0.05
+    assert acc.p_value == acc.p_seeds and acc.difference.low < 0 < acc.difference.high
+
+
+def test_macro_means_run_over_the_classes_with_support() -> None:
+    # Class 2 is predicted once but absent from the items: it adds to no macro mean.
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0, 0, 2, 1, 1, 1])
+    s = stats.run_scores(y, p, 3)
+    expected = skm.f1_score(y, p, labels=[0, 1], average="macro", zero_division=0)
+    assert s["macro_f1"] == pytest.approx(expected) and s["macro_f1"] == pytest.approx((0.8 + 1.0) / 2)
+    full = stats.scores(stats.confusion(y, p, 3))
+    assert full["macro_precision"] == pytest.approx(1.0) and full["macro_recall"] == pytest.approx((2 / 3 + 1) / 2)
 
 
 def test_mean_std() -> None:

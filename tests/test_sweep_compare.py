@@ -179,13 +179,19 @@ def test_compare_builds_the_table_and_finds_the_worse_ablation(sweep: dict) -> N
     # The label is only in the text: the text model learns it, the image-only ablation cannot.
     assert min(text.per_seed["accuracy"]) >= 0.9
     assert image_only.paired is not None
-    assert image_only.paired["accuracy"].p_value < 0.05 and image_only.mcnemar_p < 0.05
-    assert image_only.paired["accuracy"].difference.high < 0 and image_only.significant("accuracy")
+    acc = image_only.paired["accuracy"]
+    assert acc.p_value is not None and acc.p_value < 0.05 and image_only.mcnemar_p < 0.05
+    assert acc.runs == (2, 2) and acc.p_value == max(acc.p_seeds, acc.p_bootstrap)
+    assert acc.difference.high < 0 and image_only.significant("accuracy")
+    # Holm over the 2 systems x 3 metrics the table tests: the smallest p is multiplied by 6.
+    every = [s.paired[m].p_value for s in result.systems[1:] for m in ("accuracy", "macro_f1", "weighted_f1")]
+    assert min(s.adjusted[m] for s in result.systems[1:] for m in s.adjusted) == pytest.approx(min(1, 6 * min(every)))
     table = (out / "table.md").read_text()
     assert "`image_only`" in table and "| reference |" in table.replace("reference | – | reference", "reference |")
     rows = list(csv.DictReader((out / "table.csv").open()))
     assert [r["system"] for r in rows] == names
-    assert rows[1]["significant_accuracy"] == "true"
+    assert rows[1]["significant_accuracy"] == "true" and rows[1]["runs_tested"] == "2 vs 2"
+    assert "Holm-adjusted over the 6 tests" in table and "2 vs 2 runs, Welch's t" in table
     assert float(rows[0]["accuracy_mean"]) == pytest.approx(sum(text.per_seed["accuracy"]) / 2)
     for name in ("table.png", "per_class.md", "per_class.csv", "confusion_text.png", "confusion_image_only.png"):
         assert (out / name).is_file(), name
@@ -201,8 +207,10 @@ def test_a_config_against_itself_with_another_seed_is_not_significant(sweep: dic
     )
     other = result.systems[1]
     assert other.paired is not None
-    assert other.paired["accuracy"].p_value > 0.05 and other.mcnemar_p > 0.05
+    # One run on each side: no spread to test a difference against, so no test and no mark; McNemar is reported.
+    assert other.paired["accuracy"].p_value is None and other.mcnemar_p > 0.05
     assert not other.significant("accuracy") and "†" in result.markdown
+    assert "1 vs 1 run: no test" in result.markdown and "| no test / " in result.markdown
 
 
 def test_pairing_runs_with_different_test_items_is_refused(sweep: dict) -> None:

@@ -2,7 +2,9 @@
 
 SER30K is very unbalanced (about 40 disgust images in its test split), so accuracy alone says little: reports give
 macro and weighted precision/recall/F1, per-class scores and 95% bootstrap intervals. Metric formulas are
-scikit-learn's; scikit-learn and matplotlib come with the ``train`` extra and are imported when first needed.
+scikit-learn's, computed by :func:`mghft.stats.scores`, the one definition ``mghft compare`` uses too (macro
+averages over the classes with support); scikit-learn (log loss, top-2 accuracy) and matplotlib come with the
+``train`` extra and are imported when first needed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mghft import stats
 from mghft.data.ser30k import SER30K_CLASSES
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
@@ -76,10 +79,11 @@ def compute_metrics(
 ) -> dict[str, Any]:
     """Classification metrics over ``classes``.
 
-    Every class gets its per-class row and its confusion-matrix row and column. Macro averages run over the
-    classes *with support* (at least one true sample): a class absent from ``y_true`` has no recall, so it is
-    named in ``classes_without_support`` and left out of the macro means, here and in :func:`bootstrap_ci`
-    alike (weighted averages give it weight 0 anyway).
+    Every class gets its per-class row and its confusion-matrix row and column. Every score comes from
+    :func:`mghft.stats.scores` (the definition ``mghft compare`` uses): macro averages run over the classes *with
+    support* (at least one true sample); a class absent from ``y_true`` has no recall, so it is named in
+    ``classes_without_support`` and left out of the macro means, here and in :func:`bootstrap_ci` alike (weighted
+    averages give it weight 0 anyway).
 
     Args:
         y_true: true class indices.
@@ -94,7 +98,6 @@ def compute_metrics(
         "classes_without_support": [names]}`` (rows true, columns predicted; scores as fractions in [0, 1]; a class
         never predicted scores precision 0).
     """
-    skm = _sk()
     classes = list(classes)
     c = len(classes)
     if c < 2:
@@ -107,25 +110,26 @@ def compute_metrics(
         raise ValueError("no samples to evaluate")
     labels = list(range(c))
     supported = support_labels(t, c)
-    out: dict[str, Any] = {"n": int(t.size), "classes": classes, "accuracy": float(skm.accuracy_score(t, p))}
-    for average, over in (("macro", supported), ("weighted", labels)):
-        prec, rec, f1, _ = skm.precision_recall_fscore_support(t, p, labels=over, average=average, zero_division=0)
-        out[average] = {"precision": float(prec), "recall": float(rec), "f1": float(f1)}
+    cm = stats.confusion(t, p, c)[:, :c]  # (true, predicted) counts
+    sc = stats.scores(cm)
+    out: dict[str, Any] = {"n": int(t.size), "classes": classes, "accuracy": float(sc["accuracy"])}
+    for average in ("macro", "weighted"):
+        out[average] = {m: float(sc[f"{average}_{m}"]) for m in ("precision", "recall", "f1")}
     out["macro_over"] = [classes[i] for i in supported]
     out["classes_without_support"] = [classes[i] for i in labels if i not in set(supported)]
-    prec, rec, f1, support = skm.precision_recall_fscore_support(t, p, labels=labels, average=None, zero_division=0)
     out["per_class"] = [
         {
             "class": name,
-            "precision": float(prec[i]),
-            "recall": float(rec[i]),
-            "f1": float(f1[i]),
-            "support": int(support[i]),
+            "precision": float(sc["precision"][i]),
+            "recall": float(sc["recall"][i]),
+            "f1": float(sc["f1"][i]),
+            "support": int(sc["support"][i]),
         }
         for i, name in enumerate(classes)
     ]
-    out["confusion_matrix"] = skm.confusion_matrix(t, p, labels=labels).tolist()
+    out["confusion_matrix"] = cm.astype(np.int64).tolist()
     if probs is not None:
+        skm = _sk()
         pr = np.asarray(probs, dtype=np.float64)
         if pr.shape != (t.size, c):
             raise ValueError(f"probs must have shape ({t.size}, {c}), got {pr.shape}")
@@ -138,50 +142,19 @@ def compute_metrics(
     return out
 
 
-def _confusion(t: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
-    return np.bincount(t * k + p, minlength=k * k).reshape(k, k)  # (true, predicted)
-
-
-def _f1_per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """F1, support and presence per class; F1 = 2·tp / (support + predicted), scikit-learn's value."""
-    tp = np.diag(cm).astype(np.float64)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    denom = support + predicted
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    return f1, support, denom > 0
-
-
 def default_ci_metrics(labels: Sequence[int] | None = None) -> dict[str, MetricFn]:
-    """Accuracy, macro-F1 and weighted-F1 as fast confusion-matrix computations.
+    """Accuracy, macro-F1 and weighted-F1 as functions of (y_true, y_pred), each :func:`mghft.stats.scores`.
 
-    With ``labels`` (what :func:`bootstrap_ci` passes: the classes with support in the whole evaluated set) the
-    macro mean runs over that one label set, as :func:`compute_metrics` does for the point estimate; a class of
-    the set that a resample misses entirely (neither true nor predicted) is undefined there and left out of that
-    resample's mean. Without ``labels`` they equal scikit-learn's ``f1_score(average="macro"/"weighted")`` with
-    its default labels (the classes present in ``y_true`` or ``y_pred``).
+    The macro mean runs over the classes with support in the items it is given, as :func:`compute_metrics` does;
+    ``labels`` only widens the class count (classes above the largest index seen), which changes no score.
     """
-    fixed = None if labels is None else np.asarray(sorted(labels), dtype=np.int64)
+    extra = 0 if not labels else int(max(labels)) + 1
 
-    def k_of(t: np.ndarray, p: np.ndarray) -> int:
-        k = int(max(t.max(), p.max())) + 1
-        return k if fixed is None or not fixed.size else max(k, int(fixed.max()) + 1)
+    def score(t: np.ndarray, p: np.ndarray, name: str) -> float:
+        k = max(int(max(t.max(), p.max())) + 1, extra)
+        return stats.run_scores(t, p, k)[name]
 
-    def accuracy(t: np.ndarray, p: np.ndarray) -> float:
-        return float(np.mean(t == p))
-
-    def macro_f1(t: np.ndarray, p: np.ndarray) -> float:
-        f1, _, present = _f1_per_class(_confusion(t, p, k_of(t, p)))
-        if fixed is not None:
-            over = fixed[present[fixed]]
-            return float(f1[over].mean()) if over.size else 0.0
-        return float(f1[present].mean())
-
-    def weighted_f1(t: np.ndarray, p: np.ndarray) -> float:
-        f1, support, _ = _f1_per_class(_confusion(t, p, k_of(t, p)))
-        return float((f1 * support).sum() / support.sum())
-
-    return {"accuracy": accuracy, "macro_f1": macro_f1, "weighted_f1": weighted_f1}
+    return {name: (lambda t, p, name=name: score(t, p, name)) for name in stats.METRICS}
 
 
 def bootstrap_ci(
@@ -203,8 +176,8 @@ def bootstrap_ci(
     Args:
         y_true, y_pred: class indices.
         metrics: name -> fn(y_true, y_pred) -> float, e.g. a scikit-learn metric; default accuracy, macro-F1 and
-            weighted-F1 (``default_ci_metrics`` over the classes with support in ``y_true``: the label set of
-            :func:`compute_metrics`, so the value equals its point estimate).
+            weighted-F1 by :func:`mghft.stats.scores` (the definition of :func:`compute_metrics`, so the value
+            equals its point estimate; each resample is scored by the same definition), all resamples at once.
         n: bootstrap resamples.
         seed: seed of the resampling (same seed, same intervals).
         confidence: interval mass (0.95: the 2.5th and 97.5th percentiles).
@@ -222,7 +195,7 @@ def bootstrap_ci(
     if n < 1:
         raise ValueError(f"n must be positive, got {n}")
     if metrics is None:
-        metrics = default_ci_metrics(sorted(set(np.unique(t).tolist())))
+        return _default_ci(t, p, n, seed, confidence, groups)
     members = _group_members(groups, t.size) if groups is not None else None
     rng = np.random.default_rng(seed)
     draws = {name: np.empty(n) for name in metrics}
@@ -243,6 +216,29 @@ def bootstrap_ci(
         }
         for name, fn in metrics.items()
     }
+
+
+def _default_ci(
+    t: np.ndarray, p: np.ndarray, n: int, seed: int, confidence: float, groups: Sequence[Hashable | None] | None
+) -> dict[str, dict[str, float]]:
+    """:func:`bootstrap_ci` of the default metrics: the resamples of :func:`mghft.stats.bootstrap_weights` (whole
+    groups; a ``None`` group stands alone), each scored by :func:`mghft.stats.scores`."""
+    if groups is not None and len(groups) != t.size:
+        raise ValueError(f"groups has {len(groups)} entries for {t.size} samples")
+    k = int(max(t.max(), p.max())) + 1
+    point = stats.run_scores(t, p, k)
+    draws = stats.per_run_scores(t, p, k, stats.bootstrap_weights(n, groups, seed, n=t.size))
+    alpha = (1.0 - confidence) / 2
+    out = {}
+    for name in stats.METRICS:
+        d = draws[name][:, 0]
+        out[name] = {
+            "value": point[name],
+            "low": float(np.quantile(d, alpha)),
+            "high": float(np.quantile(d, 1 - alpha)),
+            "std": float(d.std(ddof=1)) if n > 1 else 0.0,
+        }
+    return out
 
 
 def _group_members(groups: Sequence[Hashable | None], size: int) -> list[np.ndarray]:
@@ -266,6 +262,21 @@ def bootstrap_method(groups: Sequence[Hashable | None] | None, n: int, group_nam
 def sample_groups(groups: Sequence[Hashable | None]) -> Sequence[Hashable | None] | None:
     """``groups`` when the data has any (some sample carries a group), else ``None``: the bootstrap to use."""
     return list(groups) if any(g is not None for g in groups) else None
+
+
+def index_groups(index: Any, data_format: str) -> tuple[Sequence[Hashable | None] | None, str]:
+    """The groups an interval on a split resamples, and what they are called in the report.
+
+    Args:
+        index: a split's ``DatasetIndex``: its samples' ``group`` (set by the split when it was grouped by another
+            field, named by ``index.grouping``).
+        data_format: ``cfg.data.format`` (SER30K's groups are topics).
+
+    Returns:
+        ``(groups or None, name)``, e.g. ``(["p1", "p1", "p2", ...], "pack")``.
+    """
+    name = index.grouping or ("topic" if data_format == "ser30k" else "group")
+    return sample_groups([s.group for s in index.samples]), name
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -41,6 +41,9 @@ class DatasetIndex:
     samples: list[Sample]
     skipped: dict[str, str] = field(default_factory=dict)
     """Items the reader or ``validate_index`` left out: key -> reason."""
+    grouping: str | None = None
+    """What each sample's ``group`` is when a split grouped by another field (``data.group_by: pack``: the
+    ``pack`` column); ``None``: the reader's own groups (SER30K topic, manifest ``group``, sub-folder)."""
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -23,7 +23,7 @@ import math
 import os
 import random
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,10 @@ class Split:
     def select(self, index: DatasetIndex, name: str, *, strict: bool = True) -> DatasetIndex:
         """The samples of part ``name``, in the index's order, as a new index named ``<index>-<name>``.
 
+        When the split was grouped by a field other than the samples' own ``group`` (``data.group_by: pack``), each
+        sample's ``group`` becomes its value of that field (``None``: it stands alone) and the index's ``grouping``
+        names the field: the groups the split kept together are the ones every interval on the part resamples.
+
         With ``strict``, a key of the part that the index lacks is an error (the split was made on other data).
         """
         if name not in self.splits:
@@ -132,7 +136,11 @@ class Split:
                 f"{len(missing)} key(s) of part {name!r} are not in index {index.name!r}, e.g. {missing[:5]} "
                 "(pass strict=False to ignore)"
             )
-        return DatasetIndex(f"{index.name}-{name}", index.root, index.classes, samples, dict(index.skipped))
+        grouping = index.grouping
+        if self.group_by not in (None, "group"):
+            samples = [replace(s, group=_group_value(s, self.group_by)) for s in samples]
+            grouping = self.group_by
+        return DatasetIndex(f"{index.name}-{name}", index.root, index.classes, samples, dict(index.skipped), grouping)
 
     def apply(self, index: DatasetIndex, *, strict: bool = True) -> dict[str, DatasetIndex]:
         """Every part of the split as its own index. With ``strict``, index keys in no part are an error too."""
@@ -213,6 +221,12 @@ def skipped_summary(skipped: Mapping[str, str], first: int = 3) -> str:
     by_reason = ", ".join(f"{c} {k}" for k, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     examples = "; ".join(f"{k}: {r}" for k, r in list(skipped.items())[:first])
     return f"{len(skipped)} item(s) left out ({by_reason}), e.g. {examples}"
+
+
+def _group_value(sample: Sample, name: str) -> str | None:
+    """A sample's value of the attribute or ``meta`` key ``name`` a split was grouped by, as text (``None``: none)."""
+    value = getattr(sample, name) if hasattr(sample, name) and name != "meta" else sample.meta.get(name)
+    return None if value is None else str(value)
 
 
 def _group_fn(group_by: GroupBy) -> tuple[Callable[[Sample], Hashable] | None, str | None]:

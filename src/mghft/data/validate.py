@@ -182,5 +182,5 @@ def validate_index(
     kept = [s for i, s in enumerate(index.samples) if i not in problems]
     skipped = dict(index.skipped)
     skipped.update({p.key: f"{p.kind}: {p.detail}" for p in ordered})
-    report.index = DatasetIndex(index.name, index.root, index.classes, kept, skipped)
+    report.index = DatasetIndex(index.name, index.root, index.classes, kept, skipped, index.grouping)
     return report

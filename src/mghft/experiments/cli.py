@@ -39,8 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="one table of runs: mean ± std over seeds, bootstrap intervals, paired tests against a reference",
         description="Read run folders, sweep folders (every <config>/seed-<s>/ inside) and `mghft zeroshot` "
         "folders; write table.md, table.csv, table.png, per_class.md and side-by-side confusion matrices. Every "
-        "system is compared with the reference on the same test items (paired bootstrap over items or groups, "
-        "McNemar's test on accuracy); runs whose test items differ are refused. NAME=FOLDER names a folder's runs.",
+        "system is compared with the reference on the same test items: the difference of seed means must be "
+        "significant both over seeds (Welch's t-test) and over items or groups (paired bootstrap), with Holm's "
+        "correction over every test in the table (docs/tables.md); runs whose test items differ are refused. "
+        "NAME=FOLDER names a folder's runs.",
     )
     c.add_argument("folders", nargs="+", metavar="[NAME=]FOLDER", help="run, sweep or zero-shot folders")
     c.add_argument("--reference", help="the system the others are compared with (default: 'mghft' or the first)")
@@ -50,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--unit",
         choices=("auto", "item", "group"),
         default="auto",
-        help="what the bootstrap resamples: groups (SER30K topics, sticker packs) when every item has one "
-        "(auto), items, or groups",
+        help="what the bootstrap resamples besides the seeds: groups (SER30K topics, sticker packs) when the "
+        "items carry them (auto), items, or groups",
     )
     c.add_argument(
         "--published",

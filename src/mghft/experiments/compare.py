@@ -1,11 +1,13 @@
 """``mghft compare``: one table of runs with seeds, intervals and paired tests against a reference.
 
 Per system (a config's runs over seeds, a zero-shot run, a CLIP baseline): accuracy, macro-F1 and weighted-F1 as
-mean ± std over seeds, with the 95% bootstrap interval of the pooled predictions (resampling groups such as
-SER30K topics when the items carry them). Per system other than the reference: the difference to the reference
-on the same test items, its paired-bootstrap interval and p-value, and McNemar's test on accuracy for each pair
-of seeds. Runs are paired item by item through their keys; runs whose test items (or labels) differ are refused.
-Published numbers, all selected on test, are listed beside ours, and every run selected on test is named.
+mean ± std over seeds, with the 95% two-level bootstrap interval of that mean (seeds, then groups such as SER30K
+topics when the items carry them, else items). Per system other than the reference: the difference of seed means
+to the reference on the same test items, tested with the training run *and* the item (or group) as units of
+replication (:func:`mghft.stats.paired_bootstrap`), the p-values of every test in the table adjusted by Holm's
+method, and McNemar's test on accuracy for each pair of seeds (reported only). Runs are paired item by item
+through their keys; runs whose test items (or labels, or groups) differ are refused. Published numbers, all
+selected on test, are listed beside ours, and every run selected on test is named.
 
 Files written to ``out``: ``table.md``, ``table.csv``, ``table.png``, ``per_class.md``, ``per_class.csv``,
 ``confusion_<system>.png`` (the reference's and the system's side by side) and ``compare.json``.
@@ -29,6 +31,7 @@ from mghft.experiments.runs import RunRecord, read_all
 
 ALPHA = 0.05
 NOT_SIGNIFICANT = "†"
+CORRECTION = "Holm"
 _METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}
 
 
@@ -43,6 +46,8 @@ class SystemResult:
     pooled: dict[str, Any]
     paired: dict[str, stats.PairedDifference] | None = None
     mcnemar: list[tuple[str, str, stats.McNemarResult]] = field(default_factory=list)
+    adjusted: dict[str, float | None] = field(default_factory=dict)
+    """metric -> Holm-adjusted p-value over every test of the table (``None``: no test was possible)."""
 
     @property
     def seeds(self) -> list[int | None]:
@@ -58,11 +63,22 @@ class SystemResult:
         return max(m.p_value for *_, m in self.mcnemar) if self.mcnemar else None
 
     def significant(self, metric: str) -> bool:
+        """Whether the difference to the reference is significant at ``ALPHA`` after Holm's correction."""
         assert self.paired is not None
-        ok = self.paired[metric].p_value < ALPHA
-        if metric == "accuracy" and self.mcnemar_p is not None:
-            ok = ok and self.mcnemar_p < ALPHA
-        return ok
+        p = self.adjusted.get(metric)
+        return p is not None and p < ALPHA
+
+    @property
+    def runs_text(self) -> str:
+        """What the test rests on, e.g. ``3 vs 3 runs, Welch's t (df 3.9)``."""
+        if self.paired is None:
+            return "–"
+        d = self.paired["accuracy"]
+        runs = f"{d.runs[0]} vs {d.runs[1]} run{'s' if max(d.runs) > 1 else ''}"
+        if d.p_value is None:
+            return f"{runs}: no test"
+        kind = "Welch's t" if d.method.startswith("Welch") else "Student's t, equal spread assumed"
+        return f"{runs}, {kind} (df {d.df:.1f})"
 
 
 @dataclass
@@ -75,6 +91,7 @@ class Comparison:
     n_items: int
     unit: str
     n_units: int
+    grouping: str | None
     n_draws: int
     selected_on_test: list[str]
     unknown_selection: list[str]
@@ -122,17 +139,37 @@ def _align(runs: list[RunRecord], reference: RunRecord) -> None:
         r.keys, r.labels, r.predictions, r.groups = list(ref_keys), labels, preds, groups
 
 
-def _groups(runs: list[RunRecord], unit: str, n: int) -> tuple[np.ndarray, str]:
-    """The resampling unit of every item: its group, or the item itself."""
-    grouped = [r for r in runs if all(g is not None for g in r.groups)]
+def _groups(runs: list[RunRecord], unit: str, n: int) -> tuple[np.ndarray, str, str | None]:
+    """The resampling unit of every item (its group, or the item itself), the unit, and what the groups are.
+
+    Runs that carry groups must carry the same ones (and the same grouping); a run without groups (a zero-shot run)
+    takes those of the others.
+    """
+    if unit == "item":
+        return np.arange(n).astype(str), "item", None
+    grouped = [r for r in runs if any(g is not None for g in r.groups)]
+    for r in grouped[1:]:
+        first = grouped[0]
+        if r.groups != first.groups or r.grouping != first.grouping:
+            diff = next(((k, a, b) for k, a, b in zip(first.keys, first.groups, r.groups, strict=True) if a != b), None)
+            where = f"item {diff[0]!r}: group {diff[1]!r} against {diff[2]!r}; " if diff else ""
+            raise MghftError(
+                f"cannot pair {r.label} ({r.folder}) with {first.label} ({first.folder}): their test items are "
+                f"grouped differently ({where}grouping {first.grouping or 'group'!r} against "
+                f"{r.grouping or 'group'!r})",
+                hint="compare runs evaluated on the same split of the same data, or pass --unit item",
+            )
     if unit == "group" and not grouped:
         raise UsageError("--unit group: the test items carry no group", hint="use --unit item (or auto)")
-    if unit == "item" or not grouped:
-        return np.arange(n).astype(str), "item"
-    groups = np.array([str(g) for g in grouped[0].groups], dtype=object)
+    if not grouped:
+        return np.arange(n).astype(str), "item", None
+    # An item without a group is a group of its own.
+    groups = np.array(
+        [f"group:{g}" if g is not None else f"item:{i}" for i, g in enumerate(grouped[0].groups)], dtype=object
+    )
     if unit == "auto" and len(set(groups.tolist())) == n:
-        return np.arange(n).astype(str), "item"
-    return groups, "group"
+        return np.arange(n).astype(str), "item", None
+    return groups, "group", grouped[0].grouping or "group"
 
 
 def _seed_pairs(a: list[RunRecord], b: list[RunRecord]) -> list[tuple[RunRecord, RunRecord]]:
@@ -192,7 +229,7 @@ def compare(
     classes = ref_runs[0].classes
     k = len(classes)
     y = ref_runs[0].labels
-    groups, used_unit = _groups(runs, unit, y.size)
+    groups, used_unit, grouping = _groups(runs, unit, y.size)
     results = []
     for name in [reference, *[n for n in names if n != reference]]:
         rs = by_system[name]
@@ -213,6 +250,10 @@ def compare(
                 for a, b in _seed_pairs(rs, ref_runs)
             ]
         results.append(result)
+    # Holm's correction over every test the table marks: each system against the reference, each metric.
+    tested = [(s, m) for s in results if s.paired is not None for m in stats.METRICS]
+    for (s, m), p in zip(tested, stats.holm([s.paired[m].p_value for s, m in tested]), strict=True):  # type: ignore[index]
+        s.adjusted[m] = p
     pub = _published(classes, published, runs)
     comparison = Comparison(
         systems=results,
@@ -221,6 +262,7 @@ def compare(
         n_items=int(y.size),
         unit=used_unit,
         n_units=len(set(groups.tolist())),
+        grouping=grouping,
         n_draws=n_draws,
         selected_on_test=[r.label for r in runs if r.selected_on == "test"],
         unknown_selection=[r.label for r in runs if r.selected_on == "unknown"],
@@ -276,13 +318,24 @@ def _delta_cell(s: SystemResult, metric: str) -> str:
 
 
 def _p_cell(s: SystemResult, metric: str) -> str:
+    """Holm-adjusted p, then the test's own p (≤: at the bootstrap's floor); "no test" with one run each."""
     if s.paired is None:
         return "–"
     d = s.paired[metric]
-    text = f"≤{d.floor:.3f}" if d.at_floor else _p(d.p_value)
+    if d.p_value is None:
+        text = "no test"
+    else:
+        raw = f"≤{d.floor:.3f}" if d.at_floor else _p(d.p_value)
+        text = f"{_p(s.adjusted.get(metric))} ({raw})"
     if metric == "accuracy":
         text += f" / {_p(s.mcnemar_p)}"
     return text
+
+
+def _unit_name(c: Comparison) -> str:
+    """What the groups are, plural: ``packs`` for ``group_by: pack``, else ``groups``."""
+    name = c.grouping if c.grouping and c.grouping != "group" else "group"
+    return name if name.endswith("s") else name + "s"
 
 
 def _seeds_text(s: SystemResult) -> str:
@@ -294,21 +347,27 @@ def _seeds_text(s: SystemResult) -> str:
 def markdown_table(c: Comparison) -> str:
     """The main table, the published numbers, the notes and the runs' provenance, as Markdown."""
     ref = c.reference
-    unit = f"{c.n_units} groups" if c.unit == "group" else f"{c.n_items} items"
+    unit = f"{c.n_units} {_unit_name(c)}" if c.unit == "group" else f"{c.n_items} items"
+    n_tests = sum(1 for s in c.systems for m in stats.METRICS if s.adjusted.get(m) is not None)
     lines = [
         f"# Test results against `{ref}`",
         "",
         f"Test split: {c.n_items} items, {len(c.classes)} classes. Scores in %: mean ± std over seeds, then the 95% "
-        f"bootstrap interval of the pooled predictions of all seeds ({c.n_draws} resamples of the {unit}). "
-        f"Δ: the system minus `{ref}` on the same items, with its paired-bootstrap 95% interval; p: two-sided "
-        f"paired-bootstrap p-value (≤: at the smallest value {c.n_draws} resamples can give), and for accuracy also "
-        f"McNemar's test (exact below {stats.EXACT_BELOW} "
-        f"discordant items, else chi² with continuity correction; the largest p over seed pairs). "
-        f"{NOT_SIGNIFICANT}: not significant at {ALPHA}.",
+        f"interval of that mean by a two-level bootstrap ({c.n_draws} resamples of the seeds, then of the {unit}). "
+        f"Δ: the system's seed mean minus `{ref}`'s on the same items. Its test has two units of replication and "
+        f"counts a difference only when both reject (p = the larger of the two): the training run (Welch's t-test "
+        f"on the per-seed scores; Student's with one run on a side, the other side's spread assumed for both; no "
+        f"test with one run on each side) and the {unit.split(' ', 1)[1]} (paired bootstrap, the same resample for "
+        f"both). The Δ interval spans both tests' 95% intervals. p: Holm-adjusted over the {n_tests} tests of this "
+        f"table, then (in brackets) the test's own p (≤: at the smallest value {c.n_draws} resamples can give); for "
+        f"accuracy also McNemar's test (exact below {stats.EXACT_BELOW} discordant items, else chi² with "
+        f"continuity correction; the largest p over seed pairs; reported only, one seed pair at a time). "
+        f"{NOT_SIGNIFICANT}: not significant at {ALPHA} after Holm's correction. Δ rests on: the runs each side "
+        "contributes and the seed test used.",
         "",
-        "| system | kind | seeds | selected on | accuracy | macro-F1 | weighted-F1 | Δ accuracy | p (bootstrap / "
-        "McNemar) | Δ macro-F1 | p | Δ weighted-F1 | p |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| system | kind | seeds | selected on | accuracy | macro-F1 | weighted-F1 | Δ rests on | Δ accuracy | p "
+        "(Holm (test) / McNemar) | Δ macro-F1 | p (Holm (test)) | Δ weighted-F1 | p (Holm (test)) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in c.systems:
         sel = f"**{s.selected_on}**" if "test" in s.selected_on else s.selected_on
@@ -318,6 +377,7 @@ def markdown_table(c: Comparison) -> str:
             _seeds_text(s),
             sel,
             *[_score_cell(s, m) for m in stats.METRICS],
+            s.runs_text,
         ]
         for m in stats.METRICS:
             cells += [_delta_cell(s, m), _p_cell(s, m)]
@@ -380,13 +440,13 @@ def _per_class_table(c: Comparison, systems: list[SystemResult]) -> list[str]:
 
 
 def per_class_markdown(c: Comparison) -> str:
-    """Per-class precision, recall and F1 (pooled over seeds, 95% bootstrap intervals), reference beside each."""
+    """Per-class precision, recall and F1 (means over seeds, two-level bootstrap intervals), reference beside each."""
     ref = c.systems[0]
     lines = [
         "# Per-class scores (%)",
         "",
-        "Pooled predictions of all seeds, with 95% bootstrap intervals; support is per run. Confusion matrices sum "
-        "all seeds' predictions (rows: true class).",
+        "Means over seeds, with 95% two-level bootstrap intervals (seeds, then the table's resampling unit); support "
+        "is that of the test items. Confusion matrices sum all seeds' predictions (rows: true class).",
         "",
         f"## `{ref.name}` (reference)",
         "",
@@ -437,8 +497,9 @@ def _write_csv(c: Comparison, path: Path) -> None:
     for m in stats.METRICS:
         header += [f"{m}_mean", f"{m}_std", f"{m}_low", f"{m}_high"]
     for m in stats.METRICS:
-        header += [f"delta_{m}", f"delta_{m}_low", f"delta_{m}_high", f"p_{m}", f"significant_{m}"]
-    header += ["mcnemar_p", "f1_averaging_not_stated"]
+        header += [f"delta_{m}", f"delta_{m}_low", f"delta_{m}_high", f"p_{m}", f"p_holm_{m}"]
+        header += [f"p_seeds_{m}", f"p_bootstrap_{m}", f"significant_{m}"]
+    header += ["runs_tested", "seed_test", "mcnemar_p", "f1_averaging_not_stated"]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(header)
@@ -448,13 +509,17 @@ def _write_csv(c: Comparison, path: Path) -> None:
                 mean, std = stats.mean_std(s.per_seed[m])
                 row += [f"{mean:.6f}", "" if std is None else f"{std:.6f}", f"{s.pooled[m].low:.6f}"]
                 row += [f"{s.pooled[m].high:.6f}"]
+            g = lambda v: "" if v is None else f"{v:.6g}"  # noqa: E731
             for m in stats.METRICS:
                 if s.paired is None:
-                    row += ["", "", "", "", ""]
+                    row += [""] * 8
                 else:
                     d = s.paired[m]
                     row += [f"{d.difference.value:.6f}", f"{d.difference.low:.6f}", f"{d.difference.high:.6f}"]
-                    row += [f"{d.p_value:.6g}", str(s.significant(m)).lower()]
+                    row += [g(d.p_value), g(s.adjusted.get(m)), g(d.p_seeds), g(d.p_bootstrap)]
+                    row += [str(s.significant(m)).lower()]
+            tested = "" if s.paired is None else " vs ".join(str(n) for n in s.paired["accuracy"].runs)
+            row += [tested, "" if s.paired is None else s.paired["accuracy"].method]
             row += ["" if s.mcnemar_p is None else f"{s.mcnemar_p:.6g}", ""]
             w.writerow(row)
         for p in c.published:
@@ -498,7 +563,12 @@ def _as_json(c: Comparison) -> dict[str, Any]:
                 {"class": name, "support": pc["support"], **{m: pc[m].as_dict() for m in ("precision", "recall", "f1")}}
                 for name, pc in zip(c.classes, s.pooled["per_class"], strict=True)
             ],
-            "paired": None if s.paired is None else {m: d.as_dict() for m, d in s.paired.items()},
+            "paired": None
+            if s.paired is None
+            else {
+                m: {**d.as_dict(), "p_holm": s.adjusted.get(m), "significant": s.significant(m)}
+                for m, d in s.paired.items()
+            },
             "mcnemar": [
                 {"a": a, "b": b, "discordant_a": m.b, "discordant_b": m.c, "p_value": m.p_value, "method": m.method}
                 for a, b, m in s.mcnemar
@@ -509,7 +579,22 @@ def _as_json(c: Comparison) -> dict[str, Any]:
         "reference": c.reference,
         "classes": c.classes,
         "items": c.n_items,
-        "bootstrap": {"unit": c.unit, "units": c.n_units, "draws": c.n_draws, "confidence": 0.95},
+        "bootstrap": {
+            "unit": c.unit,
+            "grouping": c.grouping,
+            "units": c.n_units,
+            "draws": c.n_draws,
+            "confidence": 0.95,
+            "levels": ["seeds", c.unit],
+        },
+        "test": {
+            "units_of_replication": ["training run (seed)", c.unit],
+            "seed_test": "Welch's t on per-seed scores (Student's with one run on a side)",
+            "item_test": f"paired {c.unit} bootstrap",
+            "decision": "both reject: p = max(p_seeds, p_bootstrap)",
+            "correction": CORRECTION,
+            "alpha": ALPHA,
+        },
         "systems": [system(s) for s in c.systems],
         "selected_on_test": c.selected_on_test,
         "unknown_selection": c.unknown_selection,

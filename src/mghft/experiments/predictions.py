@@ -1,8 +1,10 @@
 """Per-item predictions of an evaluation, written beside its report, so runs can be compared item by item.
 
-``predictions.json`` holds ``{"format": 1, "classes": [...], "items": [{"key", "group", "label", "prediction",
-"probabilities"}]}``: one entry per evaluated item, keyed by the dataset's item key (SER30K ``topic/file``),
-labels and predictions as class indices into ``classes``.
+``predictions.json`` holds ``{"format": 1, "classes": [...], "grouping": ..., "items": [{"key", "group", "label",
+"prediction", "probabilities"}]}``: one entry per evaluated item, keyed by the dataset's item key (SER30K
+``topic/file``), labels and predictions as class indices into ``classes``. ``group`` is the group the split kept
+together (a SER30K topic, a manifest ``group``, or the field named by ``grouping`` when the split was made with
+``data.group_by``, e.g. ``pack``); ``mghft compare`` resamples these groups.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def write_predictions(
     out.mkdir(parents=True, exist_ok=True)
     path = out / FILE_NAME
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"format": FORMAT, "classes": list(index.classes), "items": items}), encoding="utf-8")
+    payload = {"format": FORMAT, "classes": list(index.classes), "grouping": index.grouping, "items": items}
+    tmp.write_text(json.dumps(payload), encoding="utf-8")
     os.replace(tmp, path)
     return path
 

@@ -38,6 +38,7 @@ class RunRecord:
         classes: class names, in index order.
         keys: (N,) item keys.
         groups: (N,) item groups (``None`` when the dataset has none).
+        grouping: what the groups are (a ``data.group_by`` column such as ``pack``); ``None``: the dataset's own.
         labels: (N,) true class indices.
         predictions: (N,) predicted class indices (``-1``: no answer).
         selected_on: ``"val"``, ``"test"``, ``"none"`` (no selection: zero-shot) or ``"unknown"``.
@@ -55,6 +56,7 @@ class RunRecord:
     predictions: np.ndarray
     selected_on: str
     provenance: dict[str, Any] = field(default_factory=dict)
+    grouping: str | None = None
 
     @property
     def label(self) -> str:
@@ -255,6 +257,7 @@ def _read_training(folder: Path, name: str | None) -> RunRecord:
         classes=list(preds["classes"]),
         keys=[it["key"] for it in items],
         groups=[it.get("group") for it in items],
+        grouping=preds.get("grouping"),
         labels=labels,
         predictions=predictions,
         selected_on=str(selected),

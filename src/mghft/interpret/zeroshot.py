@@ -55,23 +55,17 @@ class ZeroShotRecord:
 
 
 def f1_scores(pairs: Sequence[tuple[int, int | None]], num_classes: int) -> tuple[list[float], float, float]:
-    """Per-class F1, macro F1 and support-weighted F1 of ``(label, prediction)`` pairs (``None``: always wrong)."""
-    tp = [0] * num_classes
-    fp = [0] * num_classes
-    fn = [0] * num_classes
-    for label, pred in pairs:
-        if pred == label:
-            tp[label] += 1
-        else:
-            fn[label] += 1
-            if pred is not None:
-                fp[pred] += 1
-    per_class = [2 * t / (2 * t + p + n) if t + p + n else 0.0 for t, p, n in zip(tp, fp, fn, strict=True)]
-    support = [t + n for t, n in zip(tp, fn, strict=True)]
-    total = sum(support)
-    macro = sum(per_class) / num_classes if num_classes else 0.0
-    weighted = sum(f * s for f, s in zip(per_class, support, strict=True)) / total if total else 0.0
-    return per_class, macro, weighted
+    """Per-class F1, macro F1 and support-weighted F1 of ``(label, prediction)`` pairs (``None``: always wrong),
+    by :func:`mghft.stats.scores` (the definition of every report and of ``mghft compare``: the macro mean over the
+    classes with support)."""
+    if not pairs:
+        return [0.0] * num_classes, 0.0, 0.0
+    from mghft import stats
+
+    labels = [label for label, _ in pairs]
+    preds = [-1 if pred is None else pred for _, pred in pairs]
+    s = stats.scores(stats.confusion(labels, preds, num_classes))  # type: ignore[arg-type]
+    return [float(f) for f in s["f1"]], float(s["macro_f1"]), float(s["weighted_f1"])
 
 
 def summarize(

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from mghft.data import Preprocess
 from mghft.data.ser30k import SER30K_CLASSES
-from mghft.evaluate import bootstrap_ci, bootstrap_method, compute_metrics, sample_groups, write_report
+from mghft.evaluate import bootstrap_ci, bootstrap_method, compute_metrics, index_groups, write_report
 from mghft.models.factory import load_model
 from mghft.provenance import differences, selected_on, training_views, view_keep
 from mghft.resources import cap_workers
@@ -68,8 +68,7 @@ def evaluate_checkpoint(
     metrics = compute_metrics(y, pred, classes, probs)
     y0, pred0, probs0 = predict_loader(model, loader, info, cfg.amp, views_absent=True)
     bare = compute_metrics(y0, pred0, classes, probs0)
-    groups = sample_groups([s.group for s in part.samples])
-    group_name = "topic" if cfg.data.format == "ser30k" else "group"
+    groups, group_name = index_groups(part, cfg.data.format)
     ci = bootstrap_ci(y, pred, n=bootstrap, seed=cfg.seed, groups=groups) if bootstrap else None
     now = {
         "data": data_provenance(cfg, parts),

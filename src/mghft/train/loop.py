@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from mghft.config import ConfigError
 from mghft.data import DatasetIndex, Preprocess, build_transform
 from mghft.data.ser30k import SER30K_CLASSES
-from mghft.evaluate import bootstrap_ci, bootstrap_method, compute_metrics, sample_groups, write_report
+from mghft.evaluate import bootstrap_ci, bootstrap_method, compute_metrics, index_groups, write_report
 from mghft.features import TextFeatureCache, view_feature_table
 from mghft.hub import cache_dir, default_preprocess, save_checkpoint, update_checkpoint_metrics
 from mghft.losses import MGHFTObjective, StageAlignmentLoss
@@ -553,9 +553,8 @@ def _final_test(
     }
     results["provenance"] = provenance
     if info.main:
-        groups = sample_groups([s.group for s in datasets["test"].index.samples])
+        groups, group_name = index_groups(datasets["test"].index, cfg.data.format)
         ci = bootstrap_ci(y, pred, n=cfg.bootstrap, seed=cfg.seed, groups=groups) if cfg.bootstrap else None
-        group_name = "topic" if cfg.data.format == "ser30k" else "group"
         write_report(
             out / "test",
             metrics,
