@@ -214,7 +214,7 @@ def test_a_fit_at_its_limit_is_recorded_but_not_applied() -> None:
 
 
 def test_one_class_all_right_is_not_a_temperature() -> None:
-    """The validation split of one class, all predicted right: the NLL underflows and the fit stops at T = 0.125."""
+    """One class, all predicted right: the NLL rounds to 0 and the search stops inside its range, not at a bound."""
     z = np.tile([[30.0, 0.0, 0.0]], (40, 1))
     cal = fit_temperature(z, np.zeros(40, dtype=int))
     assert not cal.applied and "one class" in cal.unreliable
@@ -256,6 +256,16 @@ def test_nan_logits_are_an_error_naming_their_source() -> None:
     record = CalibrationRecord({"views": _cal(2.0, "views"), "bare": _cal(1.5, "bare")})
     with pytest.raises(NonFiniteLogitsError):
         calibration_section(z, y, record, "test", "views")
+
+
+def test_a_predictor_refuses_nan_logits_naming_the_model_and_images(two_temperatures: Path) -> None:
+    from mghft.serve.predictor import load_predictor
+
+    predictor = load_predictor(two_temperatures, device="cpu", text_encoder=False)
+    with torch.no_grad():
+        predictor.model.head.bias[0] = float("nan")
+    with pytest.raises(NonFiniteLogitsError, match=r"model tiny on <bytes> gave NaN or infinite logits for 1 of 1"):
+        predictor.predict([png_bytes(sticker(1))], explain=False)  # never a prediction of class 0 with NaN odds
 
 
 def test_a_report_section_uses_each_items_condition() -> None:
