@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from mghft.calibration import Calibration, apply_temperature, calibration_metrics, fit_temperature
+from mghft.calibration import (
+    MIN_FIT_ITEMS,
+    Calibration,
+    CalibrationRecord,
+    apply_temperature,
+    calibration_metrics,
+    fit_temperature,
+)
 from mghft.emoji import DEFAULT_EMOJI, PackFormatError, emoji_map, emoji_tags, telegram_stickers, whatsapp_stickers
 from mghft.errors import UsageError
 from tests import synthetic
@@ -77,22 +84,28 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(cfg.output)
 
 
-def test_training_stores_a_temperature_and_reports_calibration(trained: Path) -> None:
+def test_training_stores_a_temperature_per_condition_and_reports_calibration(trained: Path) -> None:
     meta = json.loads((trained / "best" / "config.json").read_text())
-    cal = Calibration.from_dict(meta["calibration"])
-    assert cal.fitted_on == "val" and cal.items > 0 and cal.nll_after <= cal.nll_before + 1e-9
+    record = CalibrationRecord.from_dict(meta["calibration"])
+    assert meta["calibration"]["format"] == 2 and set(meta["calibration"]["conditions"]) == {"views", "bare"}
+    for cal in record.conditions.values():
+        assert cal.fitted_on == "val" and 0 < cal.items < MIN_FIT_ITEMS and cal.nll_after <= cal.nll_before + 1e-9
+        # this tiny run's val split is too small for a temperature to be applied: recorded, with the reason
+        assert not cal.applied and f"only {cal.items} val items" in cal.unreliable
     assert meta["emoji"] == {c: DEFAULT_EMOJI[c] for c in synthetic.CLASSES}
     results = json.loads((trained / "results.json").read_text())
-    assert results["calibration"]["temperature"] == cal.temperature
+    assert results["calibration"]["conditions"] == meta["calibration"]["conditions"]
     report = (trained / "test" / "report.md").read_text()
-    assert "ECE before" in report and "NLL after" in report
-    assert (trained / "test" / "reliability_test.png").stat().st_size > 1000
-    sections = {s["split"]: s for s in json.loads((trained / "test" / "metrics.json").read_text())["calibration"]}
-    assert set(sections) == {"val", "test"} and sections["test"]["temperature"] == cal.temperature
+    assert "ECE before" in report and "NLL after" in report and "uncalibrated (bare): only" in report
+    for name in ("test", "test_bare"):
+        assert (trained / "test" / f"reliability_{name}.png").stat().st_size > 1000
+    sections = {s["name"]: s for s in json.loads((trained / "test" / "metrics.json").read_text())["calibration"]}
+    assert set(sections) == {"val", "val_bare", "test", "test_bare"}
+    assert sections["test_bare"]["temperatures"] == {"bare": 1.0} and sections["test_bare"]["condition"] == "bare"
 
 
-def test_predictor_and_export_apply_the_temperature(trained: Path, tmp_path: Path) -> None:
-    from mghft.export import ExportedModel, example_inputs, export_model
+def test_predictor_and_export_say_why_they_are_uncalibrated(trained: Path, tmp_path: Path) -> None:
+    from mghft.export import ExportedModel, export_model
     from mghft.models.factory import load_model
     from mghft.serve.predictor import load_predictor
 
@@ -101,21 +114,17 @@ def test_predictor_and_export_apply_the_temperature(trained: Path, tmp_path: Pat
     p_raw = load_predictor(trained / "best", device="cpu", calibrated=False)
     [a] = p_cal.predict([image], explain=False)
     [b] = p_raw.predict([image], explain=False)
-    t = p_cal.temperature
-    assert a.calibrated and not b.calibrated and t != 1.0
-    raw = np.log([b.probabilities[c] for c in p_raw.class_names])
-    expected = apply_temperature(raw, t)
-    assert np.allclose([a.probabilities[c] for c in p_cal.class_names], expected, atol=1e-5)
+    assert not a.calibrated and a.temperature == 1.0 and a.input_condition == "bare"
+    assert a.calibration.startswith("uncalibrated (bare): only") and "at least 30" in a.calibration
+    assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
     assert a.label == b.label and a.emoji and a.emoji[0] == DEFAULT_EMOJI[a.label]
-    assert a.to_dict()["calibrated"] is True and a.to_dict()["emoji"] == a.emoji
+    assert a.to_dict()["calibrated"] is False and a.to_dict()["emoji"] == a.emoji
 
     model = load_model(trained / "best", text_encoder=False).eval()
-    path = export_model(model, tmp_path / "m.onnx")
-    exported = ExportedModel(path)
-    assert exported.metadata["temperature"] == t and exported.metadata["calibrated"] is True
-    inputs = example_inputs(model, batch=2, seed=1)
-    out = exported(*(x.numpy() for x in inputs))
-    assert np.allclose(out["probabilities"], apply_temperature(out["logits"], t), atol=1e-5)
+    exported = ExportedModel(export_model(model, tmp_path / "m.onnx"))
+    meta = exported.metadata["calibration"]
+    assert meta["bare"]["calibrated"] is False and meta["bare"]["temperature"] == 1.0
+    assert meta["bare"]["status"] == a.calibration
 
 
 def test_calibrate_command_refits_an_uncalibrated_checkpoint(trained: Path, tmp_path: Path) -> None:
@@ -126,12 +135,15 @@ def test_calibrate_command_refits_an_uncalibrated_checkpoint(trained: Path, tmp_
     for name in ("train.yaml", "split.json"):  # a copy of the run folder, without its calibration
         shutil.copy(trained / name, tmp_path / name)
     meta = json.loads((ck / "config.json").read_text())
-    fitted = meta.pop("calibration")["temperature"]
+    fitted = meta.pop("calibration")["conditions"]
     (ck / "config.json").write_text(json.dumps(meta))
     assert main(["calibrate", str(ck)]) == 0
-    again = json.loads((ck / "config.json").read_text())["calibration"]
-    assert again["temperature"] == pytest.approx(fitted, rel=1e-6)  # same val split, same model
+    again = json.loads((ck / "config.json").read_text())["calibration"]["conditions"]
+    for c in ("views", "bare"):  # same val split, same model
+        assert again[c]["temperature"] == pytest.approx(fitted[c]["temperature"], rel=1e-6)
+        assert again[c]["unreliable"] == fitted[c]["unreliable"]
     assert (ck / "calibration" / "reliability_val.png").exists()
+    assert (ck / "calibration" / "reliability_val_bare.png").exists()
     from mghft.train.calibrate import calibrate_checkpoint
 
     with pytest.raises(UsageError, match="test split"):
@@ -224,7 +236,10 @@ def test_evaluate_reports_calibration_before_and_after(trained: Path, tmp_path: 
     assert main([*args, "--split", "test", "--out", str(out), "--bootstrap", "0"]) == 0
     report = (out / "report.md").read_text()
     assert "ECE before" in report and (out / "reliability_test.png").exists()
-    [section] = json.loads((out / "metrics.json").read_text())["calibration"]
-    t = json.loads((trained / "best" / "config.json").read_text())["calibration"]["temperature"]
-    assert section["split"] == "test" and section["temperature"] == t
-    assert section["after"]["accuracy"] == section["before"]["accuracy"]
+    sections = json.loads((out / "metrics.json").read_text())["calibration"]
+    assert [s["name"] for s in sections] == ["test", "test_bare"]
+    record = CalibrationRecord.from_dict(json.loads((trained / "best" / "config.json").read_text())["calibration"])
+    for section in sections:
+        assert section["split"] == "test"
+        assert section["temperatures"] == {c: record[c].applied_temperature for c in section["temperatures"]}
+        assert section["after"]["accuracy"] == section["before"]["accuracy"]

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from mghft.calibration import Calibration
+from mghft.calibration import Calibration, CalibrationRecord
 from mghft.emoji import DEFAULT_EMOJI
 from mghft.serve.app import BackgroundServer, ServeSettings, create_app
 from mghft.serve.predictor import load_predictor
@@ -23,8 +23,9 @@ from tests.test_serve_web import CHROMIUM, CHROMIUM_ARGS
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = make_checkpoint(tmp_path_factory.mktemp("serve-cal") / "tiny")
-    cal = Calibration(2.5, "val", 100, 1.2, 1.0, 0.2, 0.05)
-    store_calibration(folder, cal, CLASSES)
+    views = Calibration(2.5, "val", 100, 1.2, 1.0, 0.2, 0.05, condition="views")
+    bare = Calibration(2.5, "val", 100, 1.2, 1.0, 0.2, 0.05, condition="bare")
+    store_calibration(folder, CalibrationRecord({"views": views, "bare": bare}), CLASSES)
     return folder
 
 
@@ -38,8 +39,9 @@ def test_api_answers_calibrated_probabilities_and_says_so(calibrated: Path) -> N
         r = httpx.post(srv.url + "/v1/predict", files={"images": ("s.png", buf.getvalue(), "image/png")})
     assert r.status_code == 200, r.text
     [p] = r.json()["predictions"]
-    assert info["calibrated"] is True and info["temperature"] == 2.5
-    assert p["calibrated"] is True and p["emoji"][0] == DEFAULT_EMOJI[p["label"]]
+    assert info["calibration"]["bare"] == {"temperature": 2.5, "calibrated": True, "status": p["calibration"]}
+    assert p["calibrated"] is True and p["temperature"] == 2.5 and p["input_condition"] == "bare"
+    assert p["emoji"][0] == DEFAULT_EMOJI[p["label"]]
     [want] = raw.predict([buf.getvalue()], explain=False)
     logits = np.log([want.probabilities[c] for c in CLASSES]) / 2.5
     expected = np.exp(logits - logits.max())

@@ -5,8 +5,10 @@ The exported graph is the vision tower, the stage fusion and the head; the froze
 
 * ``images`` (B, 3, S, S) float32, preprocessed as the checkpoint says; ``text_features`` (B, 4, text_dim) float32;
   ``view_mask`` (B, 4) bool (False: view absent, its features ignored).
-* ``logits`` and ``probabilities`` (B, classes): the probabilities are ``softmax(logits / T)`` with the
-  checkpoint's fitted temperature T (1 when it has none; metadata ``temperature``); ``view_attention`` (B, 4), and
+* ``logits`` and ``probabilities`` (B, classes): the probabilities are ``softmax(logits / T)`` with, per row, the
+  checkpoint's temperature for that row's input condition: ``bare`` when no trained view is present in
+  ``view_mask``, else ``views`` (:mod:`mghft.calibration`; T = 1 for a condition that is uncalibrated; metadata
+  ``calibration`` says per condition which T and why); ``view_attention`` (B, 4), and
   ``patches_stage<i>`` (B, K_i) int64, the patches Local Re-Attention picked (row-major in the stage grid).
 
 The file carries what a deployment needs to use it, as JSON: class names, preprocessing, view names, input size,
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mghft.calibration import CalibrationRecord, checkpoint_calibration
 from mghft.models.mghft import MGHFT
 from mghft.provenance import training_views, view_keep
 from mghft.views import VIEWS
@@ -41,12 +44,19 @@ class ExportWrapper(nn.Module):
     ``view_mask`` says.
     """
 
-    def __init__(self, model: MGHFT, temperature: float = 1.0) -> None:
+    def __init__(self, model: MGHFT, calibration: CalibrationRecord | None = None) -> None:
         super().__init__()
         self.model = model
-        self.temperature = float(temperature)
+        temps = (calibration or CalibrationRecord.uncalibrated("none given")).temperatures()
+        # (views, bare): the graph picks one per row from its view mask (exported as constants)
+        self.register_buffer("temperatures", torch.tensor([temps["views"], temps["bare"]]), persistent=False)
         keep = view_keep(training_views(getattr(model, "checkpoint_meta", None)))
         self.register_buffer("keep", torch.tensor(keep, dtype=torch.bool), persistent=False)
+
+    def row_temperatures(self, view_mask: Tensor) -> Tensor:
+        """(B,) the temperature of each row's input condition: ``bare`` where no (trained) view is present."""
+        t = self.temperatures.to(view_mask.device)
+        return torch.where(view_mask.any(dim=1), t[0], t[1])
 
     def forward(self, images: Tensor, text_features: Tensor, view_mask: Tensor) -> tuple[Tensor, ...]:
         view_mask = view_mask & self.keep.to(view_mask.device)
@@ -57,7 +67,7 @@ class ExportWrapper(nn.Module):
             attn = torch.full((images.shape[0], len(VIEWS)), 1.0 / len(VIEWS), device=images.device)
         return (
             logits,
-            torch.softmax(logits / self.temperature, dim=-1),
+            torch.softmax(logits / self.row_temperatures(view_mask).to(logits.dtype)[:, None], dim=-1),
             attn,
             *[idx for idx, _ in out["local_patches"]],
         )
@@ -97,22 +107,18 @@ def export_metadata(model: MGHFT, class_names: Sequence[str], preprocess: dict[s
         "inputs": list(INPUT_NAMES),
         "outputs": output_names(model),
         "model": model.cfg.to_dict(),
-        "temperature": checkpoint_temperature(model),
-        "calibrated": bool((getattr(model, "checkpoint_meta", None) or {}).get("calibration")),
+        "calibration": checkpoint_calibration_record(model).summary(),  # per condition: T applied, status
+        "calibration_note": checkpoint_calibration_record(model).note or None,
         "emoji": (getattr(model, "checkpoint_meta", None) or {}).get("emoji"),
         "trained_views": list(training_views(getattr(model, "checkpoint_meta", None))),
         "provenance": (getattr(model, "checkpoint_meta", None) or {}).get("provenance"),
     }
 
 
-def checkpoint_temperature(model: MGHFT) -> float:
-    """The temperature fitted on val stored with the checkpoint (:mod:`mghft.calibration`), else 1."""
-    cal = (getattr(model, "checkpoint_meta", None) or {}).get("calibration")
-    if not cal:
-        return 1.0
-    from mghft.calibration import Calibration
-
-    return Calibration.from_dict(cal).temperature
+def checkpoint_calibration_record(model: MGHFT) -> CalibrationRecord:
+    """The checkpoint's calibration record (:func:`mghft.calibration.checkpoint_calibration`): one temperature per
+    input condition, T = 1 (with the reason) where it has none or it is unreliable."""
+    return checkpoint_calibration(getattr(model, "checkpoint_meta", None))
 
 
 def export_model(
@@ -140,7 +146,7 @@ def export_model(
     model.eval()
     try:
         meta = export_metadata(model, class_names, preprocess)
-        wrapper = ExportWrapper(model, checkpoint_temperature(model)).eval()
+        wrapper = ExportWrapper(model, checkpoint_calibration_record(model)).eval()
         inputs = example_inputs(model)
         path.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "onnx":
@@ -228,7 +234,7 @@ def compare_outputs(model: MGHFT, exported: ExportedModel, inputs: tuple[Tensor,
     text_encoder, model.text_encoder = model.text_encoder, None
     try:
         with torch.no_grad():
-            ref = ExportWrapper(model, checkpoint_temperature(model))(*inputs)
+            ref = ExportWrapper(model, checkpoint_calibration_record(model))(*inputs)
     finally:
         model.text_encoder = text_encoder
     got = exported(*(t.numpy() for t in inputs))

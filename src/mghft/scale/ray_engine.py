@@ -182,7 +182,8 @@ def predict_schema(classes: Sequence[str]) -> Any:
         + [(f"p_{c}", pa.float64()) for c in classes]
         + [("emoji", pa.list_(pa.string())), ("view_source", pa.string())]
         + [(f"view_{v}", pa.string()) for v in VIEWS]
-        + [("calibrated", pa.bool_()), ("temperature", pa.float64()), ("model", pa.string()), ("error", pa.string())]
+        + [("calibrated", pa.bool_()), ("temperature", pa.float64()), ("calibration", pa.string())]
+        + [("model", pa.string()), ("error", pa.string())]
     )
 
 
@@ -247,7 +248,8 @@ class _PredictActor:
                 emoji=list(pred.emoji),
                 view_source=pred.view_source,
                 calibrated=pred.calibrated,
-                temperature=p.temperature,
+                temperature=pred.temperature,  # per row: the temperature of its input condition
+                calibration=pred.calibration,
                 **{f"p_{c}": v for c, v in pred.probabilities.items()},
                 **{f"view_{v}": pred.views[v] for v in VIEWS},
             )

@@ -235,6 +235,7 @@ def _row(pred: Any, classes: list[str], overlay: str) -> dict[str, Any]:
     for c in classes:
         row[f"p_{c}"] = round(pred.probabilities[c], 6)
     row["view_source"] = pred.view_source
+    row["calibration"], row["temperature"] = pred.calibration, pred.temperature
     for v in VIEWS:
         row[f"view_{v}"] = pred.views[v] or ""
     if pred.explanation is not None:
@@ -369,7 +370,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "handler"},
     }
     meta["args"]["paths"] = [str(p) for p in args.paths]
-    meta["calibrated"], meta["temperature"] = predictor.calibrated, predictor.temperature
+    meta["calibration"] = predictor.calibration.summary()  # per input condition; each row says which it got
+    meta["calibration_note"] = predictor.calibration.note or None
     meta["packs"] = _fill_packs(args, tags)
     if out is not None:
         out.with_name(out.name + ".meta.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
@@ -411,6 +413,7 @@ class _Writer:
             from mghft.views import VIEWS
 
             cols = ["path", "label", "confidence", "emoji", *(f"p_{c}" for c in classes), "view_source"]
+            cols += ["calibration", "temperature"]
             cols += [f"view_{v}" for v in VIEWS] + [f"weight_{v}" for v in VIEWS] + ["overlay"]
             self.csv = csv.DictWriter(self.fh, fieldnames=cols)
             self.csv.writeheader()

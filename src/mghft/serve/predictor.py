@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mghft.calibration import Calibration, CalibrationRecord, check_finite, checkpoint_calibration, input_condition
 from mghft.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, read_regular_file
 from mghft.data.transforms import Preprocess
 from mghft.emoji import emoji_tags
@@ -143,6 +144,11 @@ class Prediction:
         views: view -> the text the model read (``None`` where the view was absent).
         view_source: ``given`` (from ``descriptions``), ``interpreter`` (generated or cached), or ``absent``.
         explanation: present when asked for.
+        calibrated: whether a fitted temperature was applied to this prediction's probabilities.
+        temperature: the temperature applied (1 when uncalibrated).
+        calibration: which temperature and input condition (``calibrated (bare): T = 1.3, fitted on 84 val items
+            with every view absent``), or ``uncalibrated (<condition>): <why>``.
+        input_condition: ``views`` (at least one view the model was trained with was read) or ``bare``.
     """
 
     name: str
@@ -155,6 +161,9 @@ class Prediction:
     size: tuple[int, int] = (0, 0)
     emoji: list[str] = dataclasses.field(default_factory=list)
     calibrated: bool = False
+    temperature: float = 1.0
+    calibration: str = ""
+    input_condition: str = ""
 
     @property
     def confidence(self) -> float:
@@ -174,6 +183,9 @@ class Prediction:
             "size": list(self.size),
             "emoji": list(self.emoji),
             "calibrated": self.calibrated,
+            "calibration": self.calibration,
+            "temperature": self.temperature,
+            "input_condition": self.input_condition,
         }
         if explain and self.explanation is not None:
             out["explanation"] = self.explanation.to_dict()
@@ -235,8 +247,9 @@ class Predictor:
         max_view_chars: longest view text accepted, in characters (checked before tokenising; ``None``: any).
         text_cache_bytes: memory budget of the cache of encoded view texts (least recently used evicted).
         description_cache_bytes: memory budget of the cache of the interpreter's descriptions.
-        temperature: divide the logits by this before the softmax (temperature scaling fitted on val,
-            :mod:`mghft.calibration`); 1.0: probabilities as the model gives them (uncalibrated).
+        calibration: the checkpoint's calibration record (:func:`mghft.calibration.checkpoint_calibration`): one
+            temperature per input condition, picked per image by :meth:`calibration_for`; ``None``: every
+            probability as the model gives it (uncalibrated, and every prediction says so).
         emoji: class -> emoji for :attr:`Prediction.emoji` (default: :data:`mghft.emoji.DEFAULT_EMOJI`, where
             every class has one).
     """
@@ -256,15 +269,14 @@ class Predictor:
         max_view_chars: int | None = MAX_VIEW_CHARS,
         text_cache_bytes: int = TEXT_CACHE_BYTES,
         description_cache_bytes: int = DESCRIPTION_CACHE_BYTES,
-        temperature: float = 1.0,
+        calibration: CalibrationRecord | None = None,
         emoji: Mapping[str, str] | None = None,
     ) -> None:
         if len(class_names) != model.cfg.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {model.cfg.num_classes} classes")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        self.temperature = float(temperature)
-        self.calibrated = temperature != 1.0
+        self.calibration = calibration or CalibrationRecord.uncalibrated(
+            "no calibration record was given to this Predictor (load_predictor reads the checkpoint's)"
+        )
         self.emoji = _emoji_or_none(class_names, emoji)
         self.model = model.to(device).eval()
         self.device = torch.device(device)
@@ -431,7 +443,11 @@ class Predictor:
                 kwargs["text_features"] = tf[0].to(self.device)
                 kwargs["view_mask"] = tf[1].to(self.device)
             out = self.model(x, **kwargs)
-            probs = torch.softmax(out["logits"].float() / self.temperature, dim=-1).cpu().numpy()  # (B, C)
+            logits = out["logits"].float()  # (B, C)
+            check_finite(logits, f"model {self.name} on {', '.join(im.name for im in images)}")
+            cals = self.calibration_for(kwargs.get("view_mask"), len(images))
+            t = torch.tensor([c.applied_temperature for c in cals], dtype=logits.dtype, device=logits.device)
+            probs = torch.softmax(logits / t[:, None], dim=-1).cpu().numpy()  # (B, C)
             attn = out.get("view_attention")
             attn = attn.float().cpu().numpy() if attn is not None else None
             patches = [(i.cpu().numpy(), tuple(int(s) for s in size)) for i, size in out.get("local_patches", [])]
@@ -459,10 +475,21 @@ class Predictor:
                     sha256=im.sha256,
                     size=im.size,
                     emoji=emoji_tags(p, self.emoji) if self.emoji else [],
-                    calibrated=self.calibrated,
+                    calibrated=cals[b].applied,
+                    temperature=cals[b].applied_temperature,
+                    calibration=cals[b].status,
+                    input_condition=cals[b].condition,
                 )
             )
         return preds
+
+    def calibration_for(self, view_mask: torch.Tensor | None, batch: int) -> list[Calibration]:
+        """Per image, the calibration its request gets: ``bare`` when no view the model reads is present (its row
+        of ``view_mask`` (B, 4), already masked to the trained views, is all False, or there is no text at all:
+        ``view_mask`` None), else ``views``."""
+        if view_mask is None:
+            return [self.calibration["bare"]] * batch
+        return [self.calibration[input_condition(row)] for row in view_mask.cpu().numpy()]
 
     def predict(
         self,
@@ -509,8 +536,8 @@ class Predictor:
             "text_encoder": cfg.text.encoder,
             "interpreter": _interpreter_name(self.interpreter),
             "metrics": self.metrics,
-            "calibrated": self.calibrated,
-            "temperature": self.temperature,
+            "calibration": self.calibration.summary(),
+            "calibration_note": self.calibration.note or None,
             "emoji": self.emoji,
         }
 
@@ -603,7 +630,8 @@ def load_predictor(
         batch_size: images per forward pass.
         text_encoder: load the text encoder (needed for view texts). When its files are not available offline,
             the predictor warns and runs bare images only.
-        calibrated: apply the checkpoint's fitted temperature (``config.json["calibration"]``) when it has one.
+        calibrated: apply the checkpoint's fitted temperatures (``config.json["calibration"]``, one per input
+            condition) where they are reliable.
         emoji: class -> emoji overriding the checkpoint's mapping (``config.json["emoji"]``) and the defaults.
     """
     from mghft.models.factory import create_model, load_model
@@ -620,7 +648,7 @@ def load_predictor(
         if len(classes) != model.cfg.num_classes:
             classes = [f"class_{i}" for i in range(model.cfg.num_classes)]
         preprocess, metrics = Preprocess(size=model.cfg.image_size), {}
-        temperature, ck_emoji = 1.0, None
+        calibration, ck_emoji = CalibrationRecord.uncalibrated(f"{name} has random weights: nothing fitted"), None
     else:
         from mghft.models.text import TextEncoderUnavailable
 
@@ -634,11 +662,7 @@ def load_predictor(
         preprocess = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else None
         metrics = meta.get("metrics") or {}
         name = Path(name).name if Path(name).exists() else name
-        temperature = 1.0
-        if calibrated and meta.get("calibration"):
-            from mghft.calibration import Calibration
-
-            temperature = Calibration.from_dict(meta["calibration"]).temperature
+        calibration = checkpoint_calibration(meta, calibrated=calibrated)
         ck_emoji = meta.get("emoji")
     if isinstance(interpreter, str):
         interpreter = build_interpreter(interpreter, store=store)
@@ -652,7 +676,7 @@ def load_predictor(
         batch_size=batch_size,
         metrics=metrics,
         name=name,
-        temperature=temperature,
+        calibration=calibration,
         emoji={**(ck_emoji or {}), **(emoji or {})} or None,
     )
 

@@ -81,17 +81,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "calibrate",
-        help="fit a checkpoint's temperature on val so its probabilities mean what they say",
+        help="fit a checkpoint's temperatures on val so its probabilities mean what they say",
         description="Temperature scaling (Guo et al., ICML 2017) fitted on the validation split of the run's data, "
-        "stored in the checkpoint's config.json and applied by predict, serve and export; writes ECE, NLL and a "
-        "reliability diagram before and after into <checkpoint>/calibration/. Training runs do this on their own.",
+        "one temperature per input condition: with views (the val items that have one) and bare (every view "
+        "absent). Stored in the checkpoint's config.json and applied by predict, serve and export by what each "
+        "request has; a fit that is unreliable (at its limit, under 30 items, one class, every item right) is "
+        "recorded but not applied. Writes ECE, NLL and reliability diagrams before and after into "
+        "<checkpoint>/calibration/. Training runs do this on their own.",
     )
     p.add_argument("model", type=local_path, help="checkpoint folder (updated in place)")
     p.add_argument("--config", type=local_path,
                    help="training config whose data section to use (default: the run's train.yaml beside the "
                    "checkpoint)")  # fmt: skip
     _add_set(p)
-    p.add_argument("--split", default="val", choices=("train", "val"), help="split to fit on (default: val)")
+    p.add_argument(
+        "--split",
+        default="val",
+        choices=("train", "val", "test"),
+        help="split to fit on: only val is accepted (train and test are refused, see docs/training.md)",
+    )
     p.add_argument("--emoji-map", type=local_path, metavar="FILE",
                    help="JSON {label: emoji} to store with the checkpoint (default: the built-in map)")  # fmt: skip
     p.add_argument("--out", type=local_path, help="report folder (default: <checkpoint>/calibration)")
@@ -193,18 +201,21 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from mghft.emoji import read_emoji_map
-    from mghft.train.calibrate import calibrate_checkpoint
+    from mghft.train.calibrate import calibrate_checkpoint, check_fit_split, unreliable_warning
 
+    check_fit_split(args.split)  # before the config's data is read
     cfg = _run_config(args)
     check_data_root(cfg)
     emoji = read_emoji_map(args.emoji_map) if args.emoji_map else None
-    cal = calibrate_checkpoint(args.model, cfg, split=args.split, out=args.out, emoji=emoji)
-    if cal.at_bound:
-        from mghft.train.calibrate import bound_warning
-
-        print(f"warning: {bound_warning(cal)}", file=sys.stderr)
-    print(
-        f"T = {cal.temperature:.4f} fitted on {cal.items} {args.split} items: ECE {100 * cal.ece_before:.2f}% -> "
-        f"{100 * cal.ece_after:.2f}%, NLL {cal.nll_before:.4f} -> {cal.nll_after:.4f}; stored in {args.model}"
-    )
+    record = calibrate_checkpoint(args.model, cfg, split=args.split, out=args.out, emoji=emoji)
+    for cal in record.conditions.values():
+        if not cal.applied:
+            print(f"warning: {unreliable_warning(cal)}", file=sys.stderr)
+        else:
+            print(
+                f"{cal.condition}: T = {cal.temperature:.4f} fitted on {cal.items} {args.split} items: ECE "
+                f"{100 * cal.ece_before:.2f}% -> {100 * cal.ece_after:.2f}%, NLL {cal.nll_before:.4f} -> "
+                f"{cal.nll_after:.4f}"
+            )
+    print(f"calibration record stored in {args.model}")
     return 0

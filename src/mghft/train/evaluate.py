@@ -101,7 +101,7 @@ def evaluate_checkpoint(
         warnings=warnings,
         bootstrap=bootstrap_method(groups, bootstrap, group_name),
     )
-    _add_calibration(out, model.checkpoint_meta, y, probs, split)
+    _add_calibration(out, model.checkpoint_meta, split, y, probs, probs0, (mask & keep).any(1).numpy(), model_path)
     from mghft.experiments.predictions import write_predictions  # per-item, for `mghft compare`
 
     write_predictions(out, part, y, pred, probs)
@@ -116,11 +116,14 @@ def evaluate_checkpoint(
     }
 
 
-def _add_calibration(out: Path, meta: dict[str, Any], y: Any, probs: Any, split: str) -> None:
-    """The report's calibration section: the probabilities before (T = 1) and after the checkpoint's fitted
-    temperature on this split, or a line saying the checkpoint has none."""
-    from mghft.calibration import Calibration, as_logits, calibration_section
-    from mghft.train.calibrate import add_to_report
+def _add_calibration(
+    out: Path, meta: dict[str, Any], split: str, y: Any, probs: Any, probs0: Any, has_views: Any, model_path: Any
+) -> None:
+    """The report's calibration section: the probabilities before (T = 1) and after the checkpoint's calibration
+    record on this split, each item at its input condition's temperature and every item bare, or a line saying
+    the checkpoint has no record."""
+    from mghft.calibration import CalibrationRecord
+    from mghft.train.calibrate import SplitPredictions, add_to_report, describe_splits
 
     if not meta.get("calibration"):
         report = out / "report.md"
@@ -128,6 +131,7 @@ def _add_calibration(out: Path, meta: dict[str, Any], y: Any, probs: Any, split:
         note += "(`mghft calibrate CHECKPOINT` fits one on val).\n"
         report.write_text(report.read_text(encoding="utf-8").rstrip("\n") + "\n" + note, encoding="utf-8")
         return
-    t = Calibration.from_dict(meta["calibration"]).temperature
-    section, curves = calibration_section(as_logits(probs), y, t, split)
-    add_to_report(out, [section], {split: (curves, y)})
+    record = CalibrationRecord.from_dict(meta["calibration"])
+    sp = SplitPredictions(y, probs, probs0, has_views)
+    sections, diagrams = describe_splits(record, {split: sp}, produced_by=f"checkpoint {model_path}")
+    add_to_report(out, sections, diagrams)

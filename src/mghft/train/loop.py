@@ -537,8 +537,10 @@ def _final_test(
     metrics = compute_metrics(y, pred, classes, probs)
     y0, pred0, probs0 = predict_loader(best, loaders["test"], info, cfg.amp, views_absent=True)
     bare = compute_metrics(y0, pred0, classes, probs0)
-    # Temperature scaling is fitted on val (every process takes part in the gathered prediction).
+    # Temperature scaling is fitted on val, per input condition: with the views items have, and with every view
+    # absent (every process takes part in the gathered predictions).
     y_val, _, p_val = predict_loader(best, loaders["val"], info, cfg.amp, keep=keep)
+    _, _, p_val0 = predict_loader(best, loaders["val"], info, cfg.amp, views_absent=True)
     results = {
         "selected_on": cfg.select_on,
         "best_epoch": state["best_epoch"],
@@ -574,10 +576,17 @@ def _final_test(
 
         write_predictions(out / "test", datasets["test"].index, y, pred, probs)
         results["ci"] = ci
-        from mghft.train.calibrate import calibrate_after_training
+        from mghft.train.calibrate import SplitPredictions, calibrate_after_training
+
+        def has_views(split: str) -> np.ndarray:
+            return (datasets[split].view_mask & keep.to(datasets[split].view_mask.device)).any(1).numpy()
 
         results["calibration"] = calibrate_after_training(
-            out / "best", out / "test", classes, (y_val, p_val), (y, probs)
+            out / "best",
+            out / "test",
+            classes,
+            SplitPredictions(y_val, p_val, p_val0, has_views("val")),
+            SplitPredictions(y, probs, probs0, has_views("test")),
         )
         results["bootstrap"] = bootstrap_method(groups, cfg.bootstrap, group_name) if ci else None
         (out / "results.json").write_text(json.dumps(results, indent=2, default=float), encoding="utf-8")

@@ -78,9 +78,11 @@ function render() {
   $("label").textContent = p.label;
   $("confidence").textContent = `${(100 * p.confidence).toFixed(1)}%`;
   $("emoji").textContent = (p.emoji || []).join(" ");
+  // which temperature (views or bare image) was applied, or why none was
   $("calibration").textContent = p.calibrated
-    ? "(calibrated on the validation split: 70% means right about 70% of the time)"
-    : "(uncalibrated: the model's raw confidence)";
+    ? `(calibrated on the validation split ${p.input_condition === "bare" ? "for images without views" : "with views"}: ` +
+      `70% means right about 70% of the time; T = ${Number(p.temperature).toFixed(2)})`
+    : `(${p.calibration || "uncalibrated"}: the model's raw confidence)`;
   const probs = $("probs");
   probs.replaceChildren();
   const entries = Object.entries(p.probabilities).sort((a, b) => b[1] - a[1]);
