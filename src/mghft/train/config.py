@@ -9,7 +9,17 @@ from typing import Any, Literal
 
 import yaml
 
-from mghft.config import CONFIG_DOC_HINT, ConfigError, ModelConfig, check_fields, coerce_partial, dump_yaml, load_yaml
+from mghft.config import (
+    COMPAT_MODES,
+    CONFIG_DOC_HINT,
+    ConfigError,
+    ModelConfig,
+    apply_compat,
+    check_fields,
+    coerce_partial,
+    dump_yaml,
+    load_yaml,
+)
 from mghft.views import VIEWS
 
 DATA_FORMATS = ("ser30k", "metmeme", "manifest", "folder")
@@ -116,6 +126,13 @@ class TrainConfig:
             self.data = _build(DataConfig, self.data, "data")
         check_fields(self)
         self.model_overrides = coerce_partial(ModelConfig, self.model_overrides, "model_overrides")
+        if isinstance(self.model_overrides.get("text"), dict) and self.compat in COMPAT_MODES:
+            # The text settings are checked together now, before any data is read (e.g. an unmasked mean needs
+            # fixed padding, else a feature depends on its batch-mates); the variant does not set them.
+            try:
+                apply_compat(ModelConfig(), self.compat).replace(text=self.model_overrides["text"])
+            except ConfigError as e:
+                raise ConfigError(f"model_overrides.{e}", hint=e.hint) from None
         bad = [v for v in self.views if v not in VIEWS]
         if bad:
             raise ConfigError(f"views: unknown view(s) {bad}; known: {list(VIEWS)}")
