@@ -35,3 +35,72 @@ def test_a_training_config_with_a_batch_dependent_text_feature_is_refused_before
     code = main(["train", str(config), "--set", "model_overrides.text.masked_mean=false", "--set",
                  f"output={tmp_path / 'run'}"])  # fmt: skip
     assert code == 2 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("asked", "stored", "same"),
+    [
+        ("gpt-4o", "gpt-4o", True),
+        ("gpt-4o", "gpt-4o-2024-08-06", True),  # the dated snapshot a server answers for the undated alias
+        ("claude-3-5-sonnet", "claude-3-5-sonnet-20240620", True),
+        ("gpt-4o", "gpt-4o-mini", False),
+        ("gpt-4o", "gpt-4o-mini-2024-07-18", False),
+        ("Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct-AWQ", False),
+        ("llava", "llava-llama3", False),
+        ("gpt-4o-2024-08-06", "gpt-4o-2024-05-13", False),  # a pinned snapshot is not another snapshot
+        ("gpt-4o-2024-08-06", "gpt-4o", False),
+    ],
+)
+def test_a_writer_is_its_exact_model_or_a_dated_snapshot_of_it(asked: str, stored: str, same: bool) -> None:
+    from types import SimpleNamespace
+
+    from mghft.interpret.interpreter import same_writer
+    from mghft.interpret.runner import _written_by
+
+    backend = SimpleNamespace(name="openai-compatible", model=asked, prompt_version="mv-1")
+    desc = SimpleNamespace(backend="openai-compatible", model=stored, prompt_version="mv-1")
+    assert same_writer(desc, backend) is same  # type: ignore[arg-type]
+    assert _written_by(f"openai-compatible/{stored}/mv-1", backend) is same  # type: ignore[arg-type]
+    assert not same_writer(SimpleNamespace(backend="offline", model=stored, prompt_version="mv-1"), backend)
+
+
+def _views(word: str) -> dict[str, str]:
+    from mghft.views import VIEWS
+
+    return {v: f"{word} {v}" for v in VIEWS}
+
+
+def test_another_models_description_is_neither_served_nor_counted_done(tmp_path: Path) -> None:
+    import asyncio
+
+    from PIL import Image
+
+    from mghft.interpret import Description, DescriptionStore, Interpreter, image_sha256
+    from mghft.interpret.runner import WorkItem, plan_batch
+
+    image = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(image)
+
+    class Remote:
+        name, model, prompt_version = "openai-compatible", "gpt-4o", "mv-1"
+        calls = 0
+
+        async def describe(self, prepared: object) -> Description:
+            Remote.calls += 1
+            return Description(image_sha256(image), _views("new"), backend=self.name, model="gpt-4o-2024-08-06",
+                               prompt_version=self.prompt_version)  # fmt: skip
+
+        async def aclose(self) -> None:
+            await asyncio.sleep(0)
+
+    store = DescriptionStore(tmp_path / "d.sqlite")
+    store.put(Description(image_sha256(image), _views("mini"), backend="openai-compatible", model="gpt-4o-mini",
+                          prompt_version="mv-1"))  # fmt: skip
+    plan = plan_batch([WorkItem("a.png", image)], store, prompt_version="mv-1", backend=Remote())  # type: ignore[arg-type]
+    assert plan.summary.todo == 1 and plan.summary.other_writer == 1 and plan.summary.skipped == 0
+    with Interpreter(Remote(), store) as interp:  # type: ignore[arg-type]
+        assert interp.describe(image).views["style"] == "new style" and Remote.calls == 1
+        assert interp.describe(image).model == "gpt-4o-2024-08-06" and Remote.calls == 1  # its own snapshot: a hit
+    plan = plan_batch([WorkItem("a.png", image)], store, prompt_version="mv-1", backend=Remote())  # type: ignore[arg-type]
+    assert plan.summary.todo == 0 and plan.summary.skipped == 1
+    store.close()
