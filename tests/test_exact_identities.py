@@ -104,3 +104,76 @@ def test_another_models_description_is_neither_served_nor_counted_done(tmp_path:
     plan = plan_batch([WorkItem("a.png", image)], store, prompt_version="mv-1", backend=Remote())  # type: ignore[arg-type]
     assert plan.summary.todo == 0 and plan.summary.skipped == 1
     store.close()
+
+
+def test_a_same_size_replacement_with_its_mtime_preserved_changes_the_encoder_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from mghft import features
+
+    folder = tmp_path / "enc"
+    folder.mkdir()
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"A" * 4096)
+    os.utime(weights, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    first = features.folder_sha256(folder)
+    for racy_ns in (None, 0):  # as shipped (a fresh file is not memoised), then with the memo in use
+        if racy_ns is not None:
+            monkeypatch.setattr(features, "_RACY_NS", racy_ns, raising=False)
+        assert features.folder_sha256(folder) in (first, second := features.folder_sha256(folder))
+        replacement = tmp_path / "new.safetensors"  # `cp -p` / `rsync -a`: same size, same mtime, other bytes
+        replacement.write_bytes((b"B" if weights.read_bytes()[:1] == b"A" else b"A") * 4096)
+        st = weights.stat()
+        os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(replacement, weights)
+        assert weights.stat().st_size == st.st_size and weights.stat().st_mtime_ns == st.st_mtime_ns
+        assert features.folder_sha256(folder) != second
+    with open(weights, "r+b") as fh:  # rewritten in place (same inode), mtime put back
+        fh.write(b"C")
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    import hashlib
+
+    expected = hashlib.sha256(f"model.safetensors\0{hashlib.sha256(weights.read_bytes()).hexdigest()}\n".encode())
+    assert features.folder_sha256(folder) == expected.hexdigest()
+
+
+def test_a_hub_encoder_is_loaded_at_the_revision_its_identity_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+    import transformers
+
+    from mghft.features import TextFeatureCache, encoder_identity
+    from mghft.models.text import PACKAGED_MINILM, TextEncoder, resolve_encoder_source
+
+    # a Hugging Face cache holding one snapshot of "org/encoder" (the packaged MiniLM's files)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--encoder"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for f in Path(resolve_encoder_source(PACKAGED_MINILM)).iterdir():
+        if f.is_file():
+            (snapshot / f.name).symlink_to(f)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("MGHFT_OFFLINE", "1")
+    asked: list[object] = []
+    for auto in (transformers.AutoModel, transformers.AutoTokenizer):
+        real = auto.from_pretrained.__func__  # type: ignore[attr-defined]
+
+        def recording(cls: type, *args: object, _real: object = real, **kwargs: object) -> object:
+            asked.append(kwargs.get("revision"))
+            return _real(cls, *args, **kwargs)  # type: ignore[operator]
+
+        monkeypatch.setattr(auto, "from_pretrained", classmethod(recording))
+    cfg = TextConfig(encoder="org/encoder", dim=384, max_length=32)
+    assert encoder_identity(cfg)["revision"] == commit
+    TextEncoder.from_config(cfg)
+    assert asked == [commit, commit]
+    cache = TextFeatureCache(tmp_path / "features", cfg)
+    assert cache.get(["a text"]).shape == (1, 384) and cache.computed == 1
+    assert asked[2:] == [commit, commit]
+    cache.close()
