@@ -30,6 +30,7 @@ from mghft.data.ser30k import SER30K_CLASSES
 from mghft.evaluate import bootstrap_ci, bootstrap_method, compute_metrics, sample_groups, write_report
 from mghft.features import TextFeatureCache, view_feature_table
 from mghft.hub import cache_dir, default_preprocess, save_checkpoint, update_checkpoint_metrics
+from mghft.jsonl import append_jsonl
 from mghft.losses import MGHFTObjective, StageAlignmentLoss
 from mghft.models.factory import create_model, load_model
 from mghft.models.text import view_texts
@@ -630,8 +631,7 @@ def _log(out: Path, row: dict[str, Any], writer: Any) -> None:
         if new:
             w.writeheader()
         w.writerow(row)
-    with open(out / "log.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+    append_jsonl(out / "log.jsonl", row)
     if writer is not None:
         for k, v in row.items():
             if k != "epoch":

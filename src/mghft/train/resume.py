@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from mghft.errors import UsageError
+from mghft.jsonl import append_jsonl
 from mghft.train.config import TrainConfig
 
 STATE_NAME = "training_state.pt"
@@ -272,8 +273,7 @@ def record_resume(
         "notes": list(notes or []),
     }
     path = out / RESUMES_NAME
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
+    append_jsonl(path, entry)  # after dropping a half-written last line of a killed resume
     what = "; ".join(f"{c['field']} {_fmt(c['saved'])} -> {_fmt(c['now'])}" for c in changes) or "no changes"
     print(f"resumed from {out / 'last'} at epoch {state['epoch']} ({what}; recorded in {path})")
     for note in notes or []:
