@@ -72,7 +72,7 @@ def _sample(cls: type, name: str) -> Any:
     if default is not None:
         return default
     args = {a for a in typing.get_args(_hint(cls, name)) if a is not type(None)}
-    return {int: 3, float: 1e-4, str: "x"}[next(iter(args))]
+    return {int: 3, float: 1e-4, str: "x", tuple[str, ...]: ("x", "y")}[next(iter(args))]
 
 
 def _plain(value: Any) -> Any:

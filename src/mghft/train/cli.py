@@ -75,8 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_set(p)
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="dataset split to evaluate")
     p.add_argument("--out", type=local_path, required=True, help="report folder")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: no intervals)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (not --set batch_size)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: no intervals; not --set)")
     p.set_defaults(handler=_evaluate)
 
     p = sub.add_parser(
@@ -172,9 +172,15 @@ def _run_config(args: argparse.Namespace) -> Any:
     return TrainConfig.from_file(found, [f"output={found.parent}", *args.overrides])
 
 
+EVALUATE_OWNS = {"bootstrap": "--bootstrap", "batch_size": "--batch-size"}
+"""Config fields ``mghft evaluate`` takes from its own flags (a ``--set`` of them is refused)."""
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    from mghft.train.config import refuse_owned_fields
     from mghft.train.evaluate import evaluate_checkpoint
 
+    refuse_owned_fields(args.overrides, EVALUATE_OWNS, "evaluate")
     cfg = _run_config(args)
     check_data_root(cfg)
     res = evaluate_checkpoint(

@@ -229,7 +229,9 @@ def check_config(out: Path, saved: dict[str, Any], cfg: TrainConfig, world: int)
 
 
 def check_schedule(out: Path, saved: dict[str, Any], model_config: dict[str, Any], schedule: dict[str, Any]) -> None:
-    """The resolved model and the schedule in samples must be the saved ones.
+    """The resolved model and the schedule in samples and optimizer steps must be the saved ones (the number of
+    micro-batches may differ: it follows ``batch_size`` and ``accum_steps``, which may change at the same global
+    batch).
 
     Raises:
         ResumeError: listing the differing model fields or schedule entries (e.g. the data now has other items,
@@ -241,7 +243,9 @@ def check_schedule(out: Path, saved: dict[str, Any], model_config: dict[str, Any
         if a != b:
             breaking.append({"field": f"resolved model {name}", "saved": a, "now": b, "kind": "model"})
     for name, a in saved["schedule"].items():
-        if name != "unit" and schedule.get(name) != a:
+        # Micro-batches follow the per-process split of the global batch, which a resume may change (8 x 1 and
+        # 4 x 2 make the same optimizer steps over the same samples); the steps and samples are what is compared.
+        if name not in ("unit", "micro_batches_per_epoch") and schedule.get(name) != a:
             breaking.append({"field": name, "saved": a, "now": schedule.get(name), "kind": "schedule"})
     if breaking:
         _refuse(out, breaking)
