@@ -139,25 +139,23 @@ def test_a_same_size_replacement_with_its_mtime_preserved_changes_the_encoder_id
     assert features.folder_sha256(folder) == expected.hexdigest()
 
 
-def test_a_hub_encoder_is_loaded_at_the_revision_its_identity_names(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, commits: list[str]) -> list[object]:
+    """A Hugging Face cache holding snapshots ``commits`` of "org/encoder" (the packaged MiniLM's files), the last
+    one current (refs/main), offline; returns the list that records the ``revision`` of every from_pretrained."""
     import huggingface_hub.constants
     import transformers
 
-    from mghft.features import TextFeatureCache, encoder_identity
-    from mghft.models.text import PACKAGED_MINILM, TextEncoder, resolve_encoder_source
+    from mghft.models.text import PACKAGED_MINILM, resolve_encoder_source
 
-    # a Hugging Face cache holding one snapshot of "org/encoder" (the packaged MiniLM's files)
-    commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--org--encoder"
     (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    for f in Path(resolve_encoder_source(PACKAGED_MINILM)).iterdir():
-        if f.is_file():
-            (snapshot / f.name).symlink_to(f)
+    (repo / "refs" / "main").write_text(commits[-1])
+    for commit in commits:
+        snapshot = repo / "snapshots" / commit
+        snapshot.mkdir(parents=True)
+        for f in Path(resolve_encoder_source(PACKAGED_MINILM)).iterdir():
+            if f.is_file():
+                (snapshot / f.name).symlink_to(f)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("MGHFT_OFFLINE", "1")
     asked: list[object] = []
@@ -169,6 +167,20 @@ def test_a_hub_encoder_is_loaded_at_the_revision_its_identity_names(
             return _real(cls, *args, **kwargs)  # type: ignore[operator]
 
         monkeypatch.setattr(auto, "from_pretrained", classmethod(recording))
+    return asked
+
+
+_OLD, _NEW = "0123456789abcdef0123456789abcdef01234567", "89abcdef0123456789abcdef0123456789abcdef"
+
+
+def test_a_hub_encoder_is_loaded_at_the_revision_its_identity_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mghft.features import TextFeatureCache, encoder_identity
+    from mghft.models.text import TextEncoder
+
+    asked = _fake_hub(tmp_path, monkeypatch, [_OLD])
+    commit = _OLD
     cfg = TextConfig(encoder="org/encoder", dim=384, max_length=32)
     assert encoder_identity(cfg)["revision"] == commit
     TextEncoder.from_config(cfg)
@@ -177,3 +189,16 @@ def test_a_hub_encoder_is_loaded_at_the_revision_its_identity_names(
     assert cache.get(["a text"]).shape == (1, 384) and cache.computed == 1
     assert asked[2:] == [commit, commit]
     cache.close()
+
+
+def test_a_checkpoint_loads_its_hub_encoder_at_the_revision_it_was_trained_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mghft
+
+    model = mghft.create_model("mghft_tiny", text_encoder=False, text={"encoder": "org/encoder"})
+    trained = {"provenance": {"text_encoder": {"encoder": "org/encoder", "revision": _OLD}}}
+    mghft.save_checkpoint(model, tmp_path / "ckpt", class_names=[f"c{i}" for i in range(7)], extra=trained)
+    asked = _fake_hub(tmp_path, monkeypatch, [_OLD, _NEW])  # the cache has moved on since training
+    loaded = mghft.load_model(tmp_path / "ckpt", text_encoder=True)
+    assert loaded.text_encoder is not None and asked == [_OLD, _OLD]
