@@ -262,11 +262,49 @@ def resume_notes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     return notes
 
 
+def check_data_content(out: Path, fingerprint: dict[str, Any]) -> list[str]:
+    """The labels and descriptions now must be those the run started with (its ``data_fingerprint.json``).
+
+    Returns:
+        notes for the resume record: a run that recorded no fingerprint (started by an earlier version) cannot be
+        compared, and says so.
+
+    Raises:
+        ResumeError: listing what changed (labels item by item, how many items' descriptions).
+    """
+    from mghft.provenance import FINGERPRINT_NAME, fingerprint_changes
+    from mghft.train.provenance import read_fingerprint
+
+    saved = read_fingerprint(out)
+    if saved is None:
+        note = (
+            f"{out / FINGERPRINT_NAME} is absent (the run started before data fingerprints were recorded): whether "
+            "its labels and descriptions changed cannot be checked"
+        )
+        print(f"note: {note}")
+        return [note]
+    changed = fingerprint_changes(saved, fingerprint)
+    if changed:
+        raise ResumeError(
+            f"--resume: the data of {out} changed since the run started; resuming would train on other data:\n"
+            + "\n".join(f"  {line} [data]" for line in changed),
+            hint=f"restore the labels and descriptions the run started with ({out / FINGERPRINT_NAME} lists them), "
+            f"or start a new run in another folder from its weights with pretrained: {out / 'last'}",
+        )
+    return []
+
+
 def record_resume(
-    out: Path, changes: list[dict[str, Any]], state: dict[str, Any], world: int, notes: list[str] | None = None
+    out: Path,
+    changes: list[dict[str, Any]],
+    state: dict[str, Any],
+    world: int,
+    notes: list[str] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Append this resume (when, from which epoch and sample, on how many processes, what changed) to
-    ``out/resumes.jsonl``; print the changes."""
+    """Append this resume (when, from which epoch and sample, on how many processes, what changed, and the
+    provenance block of the stretch it starts: software, device, data digests) to ``out/resumes.jsonl``; print
+    the changes. ``provenance.json`` keeps the block of the run's first stretch."""
     entry = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "epoch": state["epoch"],
@@ -276,6 +314,8 @@ def record_resume(
         "changes": [{k: c[k] for k in ("field", "saved", "now") if k in c} for c in changes],
         "notes": list(notes or []),
     }
+    if provenance is not None:
+        entry["provenance"] = provenance
     path = out / RESUMES_NAME
     append_jsonl(path, entry)  # after dropping a half-written last line of a killed resume
     what = "; ".join(f"{c['field']} {_fmt(c['saved'])} -> {_fmt(c['now'])}" for c in changes) or "no changes"
