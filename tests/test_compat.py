@@ -92,7 +92,7 @@ def test_frozen_encoder_stays_in_eval_mode_and_gets_no_gradient(encoders: dict[s
 
 
 def test_create_model_keeps_explicit_overrides_of_the_compat_switches() -> None:
-    m = mghft.create_model("mghft_tiny", text_encoder=False, text={"masked_mean": False})
+    m = mghft.create_model("mghft_tiny", text_encoder=False, text={"masked_mean": False, "pad_to_max_length": True})
     assert m.cfg.compat == "none" and m.cfg.text.masked_mean is False
     m = mghft.create_model("mghft_tiny", compat="official", text_encoder=False, fusion={"stale_stage4_text": False})
     assert m.cfg.text.identical_views and not m.cfg.fusion.stale_stage4_text

@@ -28,7 +28,8 @@ from mghft.train.config import DataConfig, TrainConfig
 # Each config class, the path its fields are named by, and how to build one from a mapping of some fields.
 _CLASSES: dict[type, tuple[str, Any]] = {
     VisionConfig: ("vision.", lambda d: ModelConfig.from_dict({"vision": d}).vision),
-    TextConfig: ("text.", lambda d: ModelConfig.from_dict({"text": d}).text),
+    # fixed padding underneath, so that `masked_mean: off` alone is a valid config (an unmasked mean needs it)
+    TextConfig: ("text.", lambda d: ModelConfig.from_dict({"text": {"pad_to_max_length": True, **d}}).text),
     FusionConfig: ("fusion.", lambda d: ModelConfig.from_dict({"fusion": d}).fusion),
     ModelConfig: ("", ModelConfig.from_dict),
     DataConfig: ("data.", lambda d: TrainConfig.from_dict({"data": d}).data),
@@ -71,7 +72,7 @@ def _sample(cls: type, name: str) -> Any:
     if default is not None:
         return default
     args = {a for a in typing.get_args(_hint(cls, name)) if a is not type(None)}
-    return {int: 3, float: 1e-4, str: "x"}[next(iter(args))]
+    return {int: 3, float: 1e-4, str: "x", tuple[str, ...]: ("x", "y")}[next(iter(args))]
 
 
 def _plain(value: Any) -> Any:

@@ -292,10 +292,14 @@ def test_a_changed_config_is_a_conflict_and_a_failed_run_does_not_stop_the_sweep
     typo.write_text(yaml.safe_dump({"base": "../base.yaml", "epochz": 2}))
     rc = main(["sweep", str(broken), str(typo), sweep["configs"][0].as_posix(), "--seeds", "1",
                "--output", str(sweep["out"])])  # fmt: skip
+    assert rc == 2  # a config that does not load stops the sweep before any run
+    err = capsys.readouterr().err
+    assert "epochz" in err and "nothing was run" in err and not (sweep["out"] / "broken").exists()
+    rc = main(["sweep", str(broken), sweep["configs"][0].as_posix(), "--seeds", "1", "--output", str(sweep["out"])])
     assert rc == 1
     text = capsys.readouterr().out
-    assert "FAILED   broken seed 0" in text and "FAILED   typo seed 0" in text and "epochz" in text
-    assert "skipped  text seed 0" in text and "1 of 3 runs finished; 2 failed or not run" in text
+    assert "FAILED   broken seed 0" in text
+    assert "skipped  text seed 0" in text and "1 of 2 runs finished; 1 failed or not run" in text
     assert (sweep["out"] / "broken" / "seed-0" / "sweep_error.txt").is_file()
 
 

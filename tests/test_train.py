@@ -97,7 +97,7 @@ def test_text_feature_cache_is_reused_and_invalidated(tmp_path: Path) -> None:
     changed = TextFeatureCache(tmp_path, model.cfg.text, factory)
     view_feature_table([{"intention": "happy", "style": "pixel art"}], changed)
     assert changed.computed == 1 and changed.reused == 1  # only the changed text is encoded
-    official = model.cfg.replace(text={"masked_mean": False})
+    official = model.cfg.replace(text={"masked_mean": False, "pad_to_max_length": True})
     other = TextFeatureCache(tmp_path, official.text, factory)
     assert other.dir != cache.dir
     view_feature_table(descs, other)

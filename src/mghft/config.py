@@ -323,9 +323,10 @@ class TextConfig:
     last_layers: int = 4
     """Average of the last ``last_layers`` hidden layers, then a mean over tokens."""
     masked_mean: bool = True
-    """Mean over real tokens only; ``False`` reproduces the public code, whose mean includes padding."""
+    """Mean over real tokens only; ``False`` reproduces the public code, whose mean includes padding (it needs
+    ``pad_to_max_length``, else a feature would depend on the other texts of its batch)."""
     pad_to_max_length: bool = False
-    """Pad every text to ``max_length`` (the public code's tokenisation; only matters without ``masked_mean``)."""
+    """Pad every text to ``max_length`` (the public code's tokenisation; required without ``masked_mean``)."""
     identical_views: bool = False
     """Public-code defect: every view is fed the whole lower-cased description instead of its own section."""
     trainable: bool = False
@@ -336,6 +337,15 @@ class TextConfig:
         _check(self.dim > 0, "text.dim", "must be positive")
         _check(1 <= self.max_length <= 8192, "text.max_length", "must be in [1, 8192]")
         _check(self.last_layers >= 1, "text.last_layers", "must be >= 1")
+        if not self.masked_mean and not self.pad_to_max_length:
+            # The unmasked mean runs over padding up to the longest text of the encoder's batch, so a text's
+            # feature would depend on its batch-mates while the feature cache keys it by its own text alone.
+            raise ConfigError(
+                "text.masked_mean: false without text.pad_to_max_length: true makes a text's feature depend on the "
+                "other texts of its encoder batch (the mean runs over padding up to the longest of them)",
+                hint="set text.pad_to_max_length: true with it (the public code's tokenisation, as compat: "
+                "official does), or keep text.masked_mean: true",
+            )
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -36,12 +37,15 @@ from torch import Tensor
 
 from mghft.config import TextConfig
 from mghft.errors import MghftError
+from mghft.hub import hub_revision
 from mghft.models.text import TextEncoder, view_texts
 from mghft.sqlite_rows import rows_where_in
 
 CACHE_FORMAT = 3
 _FINGERPRINT_FIELDS = ("encoder", "dim", "max_length", "last_layers", "masked_mean", "pad_to_max_length")
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+_FILE_HASHES: dict[tuple[int, int, int, int, int], str] = {}
+_RACY_NS = 2_000_000_000
+"""A file changed less than this before it was hashed is hashed again next time (timestamps are coarse)."""
 INDEX_FILE = "index.sqlite"
 _INDEX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, shard TEXT NOT NULL, row INTEGER NOT NULL) WITHOUT ROWID;
@@ -50,16 +54,25 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 def _file_sha256(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) for the life of the process."""
+    """sha256 of a file, remembered for the life of the process under its (device, inode, size, mtime, ctime).
+
+    The memo cannot go stale: replacing a file's content changes its ctime, which no user can set (``cp -p`` and
+    ``rsync -a`` preserve the mtime of a same-size replacement, not its ctime), and a file whose ctime is within
+    :data:`_RACY_NS` of the moment it was hashed is never memoised, so a change in the same clock tick is not
+    missed either.
+    """
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key in _FILE_HASHES:
+        return _FILE_HASHES[key]
+    started = time.time_ns()
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    if path.stat().st_ctime_ns == st.st_ctime_ns and st.st_ctime_ns < started - _RACY_NS:
         _FILE_HASHES[key] = digest.hexdigest()
-    return _FILE_HASHES[key]
+    return digest.hexdigest()
 
 
 def folder_sha256(folder: str | Path) -> str:
@@ -78,12 +91,12 @@ def encoder_identity(cfg: TextConfig) -> dict[str, Any]:
 
     A local folder (or the packaged MiniLM) is identified by :func:`folder_sha256`; a hub id by the commit of the
     snapshot in the local Hugging Face cache, or, when it is not cached yet and the network is allowed, the hub's
-    current commit.
+    current commit (:func:`mghft.hub.hub_revision`); the encoder is then loaded at exactly that commit.
 
     Raises:
         TextEncoderUnavailable: a hub id that is neither cached nor reachable (offline mode).
     """
-    from mghft.models.text import TextEncoderUnavailable, offline_mode, resolve_encoder_source
+    from mghft.models.text import TextEncoderUnavailable, resolve_encoder_source
 
     out: dict[str, Any] = {k: getattr(cfg, k) for k in _FINGERPRINT_FIELDS}
     if cfg.encoder is None:
@@ -93,18 +106,11 @@ def encoder_identity(cfg: TextConfig) -> dict[str, Any]:
         out["weights_sha256"] = folder_sha256(source)
         return out
     try:
-        from huggingface_hub import snapshot_download
-
-        out["revision"] = Path(snapshot_download(cfg.encoder, local_files_only=True)).name
-    except Exception as cached_error:  # not in the local cache (the hub raises several types for this)
-        if offline_mode():
-            raise TextEncoderUnavailable(
-                f"text encoder {cfg.encoder!r} is not in the Hugging Face cache, so its revision is unknown "
-                "(offline mode)"
-            ) from cached_error
-        from huggingface_hub import HfApi
-
-        out["revision"] = HfApi().model_info(cfg.encoder).sha
+        out["revision"] = hub_revision(cfg.encoder)
+    except LookupError as e:
+        raise TextEncoderUnavailable(
+            f"text encoder {cfg.encoder!r} is not in the Hugging Face cache, so its revision is unknown (offline mode)"
+        ) from e
     return out
 
 
@@ -147,7 +153,8 @@ class TextFeatureCache:
         self.identity = encoder_identity(cfg)
         self.dir = Path(root) / encoder_fingerprint(cfg, self.identity)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._factory = encoder_factory or (lambda: TextEncoder.from_config(cfg))
+        revision = self.identity.get("revision")  # a hub encoder is loaded at the commit its features are filed under
+        self._factory = encoder_factory or (lambda: TextEncoder.from_config(cfg, revision=revision))
         self._encoder: TextEncoder | None = None
         self._shards: dict[str, Tensor] = {}
         self._db: sqlite3.Connection | None = None

@@ -65,6 +65,27 @@ def offline_mode() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("MGHFT_OFFLINE", "HF_HUB_OFFLINE"))
 
 
+def hub_revision(repo_id: str, offline: bool | None = None) -> str:
+    """The commit a hub model id resolves to here: the snapshot in the local Hugging Face cache, or, when it is not
+    cached and the network is allowed, the hub's current commit. The text encoder's identity records it and the
+    encoder is loaded at exactly it (``revision=``), so the two cannot disagree.
+
+    Raises:
+        LookupError: not in the local cache, in offline mode (``offline``, by default :func:`offline_mode`).
+        Exception: whatever the hub client raises for an unknown id or an unreachable hub.
+    """
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True)).name
+    except Exception as cached_error:  # not in the local cache (the hub raises several types for this)
+        if offline_mode() if offline is None else offline:
+            raise LookupError(f"{repo_id!r} is not in the Hugging Face cache (offline mode)") from cached_error
+        from huggingface_hub import HfApi
+
+        return str(HfApi().model_info(repo_id).sha)
+
+
 def cache_dir() -> Path:
     """Where downloaded weights are kept: ``$MGHFT_CACHE`` or ``~/.cache/mghft``."""
     return Path(os.environ.get("MGHFT_CACHE", Path.home() / ".cache" / "mghft"))

@@ -20,6 +20,8 @@ report (:func:`differences`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -30,6 +32,81 @@ from mghft.views import VIEWS
 
 PROVENANCE_NAME = "provenance.json"
 """The provenance file of a run folder."""
+FINGERPRINT_NAME = "data_fingerprint.json"
+"""The per-item data fingerprint of a run folder: each item's label and the hash of its descriptions, per split."""
+_SHOWN = 5
+
+
+def description_sha256(views: Mapping[str, Any] | None) -> str | None:
+    """A short hash (16 hex digits) of one item's view texts (``None``: the item has no description)."""
+    if views is None:
+        return None
+    return hashlib.sha256(json.dumps(dict(views), sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def fingerprint_digests(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, str]]:
+    """Per kind (``labels``, ``descriptions``) and split, one sha256 over the split's sorted ``key -> value`` pairs
+    of a fingerprint table (:func:`mghft.train.provenance.data_fingerprint`)."""
+    out: dict[str, dict[str, str]] = {}
+    for kind, splits in table.items():
+        out[kind] = {
+            split: hashlib.sha256(json.dumps(sorted(items.items()), ensure_ascii=False).encode()).hexdigest()
+            for split, items in splits.items()
+        }
+    return out
+
+
+def _flat(table: Mapping[str, Mapping[str, Mapping[str, Any]]], kind: str) -> dict[str, Any]:
+    return {key: value for items in (table.get(kind) or {}).values() for key, value in items.items()}
+
+
+def fingerprint_changes(
+    saved: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    now: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    only: set[str] | None = None,
+) -> list[str]:
+    """What changed in the data's content between two fingerprint tables, one sentence per kind, naming items.
+
+    Args:
+        saved: the table the run recorded.
+        now: the table of the data as it is now.
+        only: compare these item keys only (an evaluation reads one split); default every key of both tables.
+
+    Returns:
+        e.g. ``["2 labels changed: a.png happiness -> anger, b.png anger -> happiness",
+        "140 of 300 items' descriptions changed: a.png, b.png, … (135 more)"]``; ``[]`` when nothing changed.
+    """
+    out = []
+    for kind in ("labels", "descriptions"):
+        a, b = _flat(saved, kind), _flat(now, kind)
+        keys = (set(a) | set(b)) if only is None else (set(a) | set(b)) & only
+        changed = sorted(k for k in keys if k in a and k in b and a[k] != b[k])
+        added = sorted(k for k in keys if k not in a)
+        removed = sorted(k for k in keys if k not in b)
+        parts = []
+        if changed:
+            if kind == "labels":
+                shown = [f"{k} {a[k]} -> {b[k]}" for k in changed[:_SHOWN]]
+                moves: dict[str, int] = {}
+                for k in changed:
+                    moves[f"{a[k]} -> {b[k]}"] = moves.get(f"{a[k]} -> {b[k]}", 0) + 1
+                by_move = f" ({', '.join(f'{m}: {n}' for m, n in sorted(moves.items()))})" if len(moves) > 1 else ""
+                parts.append(
+                    f"{len(changed)} label{'s' if len(changed) > 1 else ''} changed{by_move}: " + ", ".join(shown)
+                )
+            else:
+                shown = [f"{k} ({'added' if a[k] is None else 'removed' if b[k] is None else 'rewritten'})"
+                         for k in changed[:_SHOWN]]  # fmt: skip
+                parts.append(f"{len(changed)} of {len(keys)} items' descriptions changed: " + ", ".join(shown))
+            if len(changed) > _SHOWN:
+                parts[-1] += f", … ({len(changed) - _SHOWN} more)"
+        if kind == "labels":  # items that came or went (the descriptions sentence would repeat them)
+            for word, which in (("new", added), ("gone", removed)):
+                if which:
+                    more = f", … ({len(which) - _SHOWN} more)" if len(which) > _SHOWN else ""
+                    parts.append(f"{len(which)} item(s) {word}: " + ", ".join(which[:_SHOWN]) + more)
+        out.extend(parts)
+    return out
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
@@ -102,11 +179,55 @@ def _writers(block: Mapping[str, Any] | None) -> dict[str, int]:
     return dict(((block or {}).get("writers")) or {})
 
 
-def differences(trained: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list[str]:
+def _content_differences(
+    t_data: Mapping[str, Any],
+    n_data: Mapping[str, Any],
+    trained_table: Mapping[str, Any] | None,
+    now_table: Mapping[str, Any] | None,
+) -> list[str]:
+    """Sentences on the labels and descriptions of the evaluated split(s) against training's fingerprint."""
+    t_content, n_content = t_data.get("content") or {}, n_data.get("content") or {}
+    if not n_content:
+        return []
+    if not t_content:
+        return [
+            "data content: the checkpoint records no fingerprint of its labels and descriptions, so their changes "
+            "since training cannot be checked"
+        ]
+    differ = [
+        (kind, split, t, n)
+        for kind in ("labels", "descriptions")
+        for split, n in (n_content.get(kind) or {}).items()
+        if (t := (t_content.get(kind) or {}).get(split)) is not None and t != n
+    ]
+    if not differ:
+        return []
+    if trained_table is not None and now_table is not None:
+        splits = {split for _, split, _, _ in differ}
+        only = {k for kind in ("labels", "descriptions") for s in splits
+                for table in (trained_table, now_table) for k in ((table.get(kind) or {}).get(s) or {})}  # fmt: skip
+        found = fingerprint_changes(trained_table, now_table, only)
+        if found:
+            return [f"data content: {sentence}" for sentence in found]
+    return [
+        f"data content: the {split} split's {kind} differ from training's (sha256 {t[:12]} then, {n[:12]} now; "
+        f"the run folder's {FINGERPRINT_NAME} lists the items)"
+        for kind, split, t, n in differ
+    ]
+
+
+def differences(
+    trained: Mapping[str, Any] | None,
+    now: Mapping[str, Any],
+    trained_table: Mapping[str, Any] | None = None,
+    now_table: Mapping[str, Any] | None = None,
+) -> list[str]:
     """How the conditions of an evaluation (``now``) differ from training (``trained``), one sentence each.
 
-    Compared: the data reader, root and split file hash, the description writers, and the text encoder's
-    identity. A checkpoint without provenance gives one sentence saying the conditions cannot be checked.
+    Compared: the data reader, root and split file hash, the content of the data (each item's label and the text
+    of its descriptions: the per-split digests of ``data.content``, and item by item when both fingerprint tables
+    are given, :func:`fingerprint_changes`), the description writers, and the text encoder's identity. A
+    checkpoint without provenance gives one sentence saying the conditions cannot be checked.
     """
     if not trained:
         return [
@@ -124,6 +245,7 @@ def differences(trained: Mapping[str, Any] | None, now: Mapping[str, Any]) -> li
             f"split file: trained with {t_split.get('file')} (sha256 {t_split['sha256'][:12]}), evaluated with "
             f"{n_split.get('file')} (sha256 {n_split['sha256'][:12]})"
         )
+    out.extend(_content_differences(t_data, n_data, trained_table, now_table))
     t_desc, n_desc = trained.get("descriptions") or {}, now.get("descriptions") or {}
     if n_desc:
         t_w, n_w = set(_writers(t_desc)), set(_writers(n_desc))

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mghft.data.classes import check_near_duplicates, nearest
 from mghft.data.errors import DataFormatError, csv_rows, decode_text, parse_int
 from mghft.data.images import IMAGE_EXTENSIONS
 from mghft.data.records import DatasetIndex, Sample
@@ -127,7 +128,8 @@ def read_manifest(path: str | Path, *, classes: Sequence[str] | None = None, nam
     Args:
         path: the manifest; its suffix picks the format (``.csv``, ``.tsv``, ``.jsonl``, ``.ndjson``).
         classes: class names in label order; default: the label names found, sorted (numerically if all integers).
-            With ``classes`` given, a label outside it is an error.
+            With ``classes`` given, a label outside it is an error; without, two labels that look like one name
+            mistyped (:func:`mghft.data.classes.check_labels`) are.
         name: the index's name (default: the manifest's stem).
 
     Raises:
@@ -163,6 +165,7 @@ def read_manifest(path: str | Path, *, classes: Sequence[str] | None = None, nam
         parsed.append((line, image, label_name, key, text, group, meta, descriptions))
 
     if classes is None:
+        check_near_duplicates(path, [(p[0], p[2]) for p in parsed if p[2]])  # a typo never becomes a class
         class_names = _class_order({p[2] for p in parsed if p[2]})
     else:
         class_names = tuple(classes)
@@ -172,8 +175,13 @@ def read_manifest(path: str | Path, *, classes: Sequence[str] | None = None, nam
     samples = []
     for line, image, label_name, key, text, group, meta, descriptions in parsed:
         if label_name and label_name not in label_of:
+            near = nearest(label_name, class_names)
             raise DataFormatError(
-                path, f"unknown class {label_name!r}; classes are {list(class_names)}", line=line, field="label"
+                path,
+                f"unknown class {label_name!r}; classes are {list(class_names)}"
+                + (f" (did you mean {near!r}?)" if near else ""),
+                line=line,
+                field="label",
             )
         label = label_of[label_name] if label_name else None
         samples.append(Sample(image, label, key, text, group, descriptions, meta))
@@ -231,6 +239,8 @@ def read_folder(
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if classes is None:
+        check_near_duplicates(root, [(0, f) for f in folders], unit="class folder")  # a typo never becomes a class
     class_names = _class_order(set(folders)) if classes is None else tuple(classes)
     unknown = sorted(set(folders) - set(class_names))
     if unknown:

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a field of every config, e.g. --set data.root=/data/SER30K (repeatable)",
+        help="override a field of every config, e.g. --set data.root=/data/SER30K (repeatable; output and seed "
+        "come from --output and --seeds; every run's config is checked before the first runs)",
     )
     p.add_argument("--output", type=Path, default=Path("runs/sweep"), help="sweep folder (default runs/sweep)")
     p.add_argument("--dry-run", action="store_true", help="print what would be skipped, resumed or trained")

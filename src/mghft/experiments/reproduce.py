@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mghft.errors import MghftError, UsageError
+from mghft.jsonl import read_jsonl
 
 BASELINES = ("mghft", "text_only", "image_only", "clip_linear_probe", "clip_finetune", "public_code")
 ABLATIONS = (
@@ -304,15 +305,7 @@ def make_plan(
 def _answered(path: Path) -> int:
     if not path.is_file():
         return 0
-    keys = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if not rec.get("error"):
-            keys.add(rec.get("key"))
-    return len(keys)
+    return len({rec.get("key") for rec in read_jsonl(path) if not rec.get("error")})
 
 
 def _described(store: Path) -> int:

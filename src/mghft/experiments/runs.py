@@ -22,6 +22,7 @@ import yaml
 from mghft.errors import MghftError, UsageError
 from mghft.experiments.predictions import FILE_NAME as PREDICTIONS_FILE
 from mghft.experiments.predictions import read_predictions
+from mghft.jsonl import read_jsonl
 
 _SEED_DIR = re.compile(r"^seed-(-?\d+)$")
 
@@ -273,8 +274,7 @@ def _read_zeroshot(folder: Path, name: str | None) -> RunRecord:
     keys, labels, predictions, failed = [], [], [], []
     seen: set[str] = set()
     path = folder / "predictions.jsonl"
-    with open(path, encoding="utf-8") as fh:
-        records = [json.loads(line) for line in fh if line.strip()]
+    records = read_jsonl(path)  # a half-written last line (a killed run) is left out, named in a warning
     latest = {r["key"]: r for r in records}  # a rerun appends; the last answer counts, as `mghft zeroshot` does
     for key, r in latest.items():
         if r.get("label") is None:

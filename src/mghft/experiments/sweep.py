@@ -32,6 +32,8 @@ RESULTS_NAME = "results.json"
 SWEEP_FILE = "sweep.json"
 ERROR_FILE = "sweep_error.txt"
 RUN_FILE = "sweep_run.json"
+SWEEP_OWNS = {"output": "--output", "seed": "--seeds"}
+"""Config fields a sweep sets for each run itself (a ``--set`` of them is refused, naming the flag)."""
 IGNORED_FIELDS = ("output", "progress", "tensorboard", "workers")
 """Config fields that do not change a run's numbers: a finished run is reused whatever their values."""
 
@@ -145,8 +147,9 @@ def plan(
 ) -> list[SweepRun]:
     """Every config x seed with its folder and state (done, resume, new, conflict, invalid); nothing runs."""
     from mghft.config import ConfigError
-    from mghft.train.config import TrainConfig
+    from mghft.train.config import TrainConfig, refuse_owned_fields
 
+    refuse_owned_fields(overrides, SWEEP_OWNS, "sweep")
     out = Path(output)
     runs = []
     for name, path in config_names(configs).items():
@@ -256,6 +259,7 @@ def run_sweep(
         dist.broadcast_object_list(box, src=0)
         runs = box[0]
     assert runs is not None
+    _refuse_invalid(runs)
     report = SweepReport(runs, out)
     say = log if main else (lambda _line: None)
     for r in runs:
@@ -288,6 +292,27 @@ def run_sweep(
                 say(line)
         teardown_distributed()
     return report
+
+
+def _refuse_invalid(runs: Sequence[SweepRun]) -> None:
+    """Every run's config is checked before any runs: one that cannot be read (a mistyped ``--set``, an unknown
+    field, a missing file) stops the sweep naming each distinct problem, instead of failing run after run.
+
+    Raises:
+        ConfigError: listing the invalid runs' problems.
+    """
+    from mghft.config import ConfigError
+
+    invalid = [r for r in runs if r.state == "invalid"]
+    if not invalid:
+        return
+    problems = list(dict.fromkeys(r.detail for r in invalid))
+    raise ConfigError(
+        f"{len(invalid)} of {len(runs)} sweep runs have a config that cannot be used, so nothing was run:\n"
+        + "\n".join(f"  {p}" for p in problems[:10])
+        + (f"\n  … and {len(problems) - 10} more" if len(problems) > 10 else ""),
+        hint="fix the --set or the config file named above (every field: docs/config.md)",
+    )
 
 
 def _run_one(r: SweepRun, train_fn: Callable[..., Any], info: Any, main: bool) -> None:

@@ -8,6 +8,7 @@ and the caller needs no event loop of its own.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -19,17 +20,30 @@ from mghft.interpret.description import Description, image_sha256
 from mghft.interpret.imaging import DEFAULT_MAX_SIDE, ImageInput, prepare_image, read_image_bytes
 from mghft.interpret.store import DescriptionStore
 
+DATED_SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})")
+"""The one alias a writer's model name has: a dated snapshot of it (``gpt-4o-2024-08-06`` for ``gpt-4o``,
+``claude-3-5-sonnet-20240620`` for ``claude-3-5-sonnet``), the name a server answers with for an undated alias.
+Nothing else that merely starts with the asked name (``gpt-4o-mini``, ``…-Instruct-AWQ``) is the same model."""
+
+
+def same_model(stored: str, asked: str) -> bool:
+    """Whether a description stored under model name ``stored`` was written by the model asked for as ``asked``:
+    the same name, or ``asked`` followed by exactly a dated snapshot suffix (:data:`DATED_SNAPSHOT`)."""
+    if stored == asked:
+        return True
+    return stored.startswith(asked) and DATED_SNAPSHOT.fullmatch(stored[len(asked) :]) is not None
+
 
 def same_writer(desc: Description, backend: Backend) -> bool:
-    """Whether ``backend`` wrote ``desc``: same backend name and prompt version, and the same model (a server may
-    answer with a dated name, ``gpt-4o-2024-08-06`` for ``gpt-4o``; the offline backend without OCR writes
-    ``<model>-noocr``)."""
+    """Whether ``backend`` wrote ``desc``: the same backend name, the same prompt version and the same model
+    (:func:`same_model`: exactly, or its dated snapshot; the offline backend, whose model name carries its
+    revision, writes ``<model>-noocr`` without OCR and is matched exactly)."""
     model = str(getattr(backend, "model", "")) + ("-noocr" if getattr(backend, "ocr", True) is False else "")
     if desc.backend != getattr(backend, "name", None) or desc.prompt_version != getattr(
         backend, "prompt_version", None
     ):
         return False
-    return desc.model == model or (desc.backend != "offline" and desc.model.startswith(model + "-"))
+    return desc.model == model or (desc.backend != "offline" and same_model(desc.model, model))
 
 
 class Interpreter:

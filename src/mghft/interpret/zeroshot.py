@@ -30,6 +30,7 @@ from mghft.interpret.description import clean_text, image_sha256
 from mghft.interpret.imaging import DEFAULT_MAX_SIDE, prepare_image
 from mghft.interpret.parse import parse_label
 from mghft.interpret.prompts import ZEROSHOT_VERSION, zeroshot_json_schema, zeroshot_messages
+from mghft.jsonl import open_append, read_jsonl
 
 ANSWER_MAX_CHARS = 300
 REASONING_MAX_CHARS = 2000
@@ -107,18 +108,14 @@ def _read_existing(path: Path) -> tuple[dict[str, ZeroShotRecord], dict[str, tup
     """The latest record per key, and per key the requests and tokens of all its lines (earlier failures too)."""
     found: dict[str, ZeroShotRecord] = {}
     spent: dict[str, tuple[int, int]] = {}
-    if path.exists():
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    row = json.loads(line)
-                    record = ZeroShotRecord(**{k: v for k, v in row.items() if k in _RECORD_FIELDS})
-                    found[record.key] = record
-                    requests, tokens = spent.get(record.key, (0, 0))
-                    spent[record.key] = (
-                        requests + int(record.usage.get("requests", 0)),
-                        tokens + int(record.usage.get("total_tokens", 0)),
-                    )
+    for row in read_jsonl(path):  # a half-written last line (a killed run) is left out, named in a warning
+        record = ZeroShotRecord(**{k: v for k, v in row.items() if k in _RECORD_FIELDS})
+        found[record.key] = record
+        requests, tokens = spent.get(record.key, (0, 0))
+        spent[record.key] = (
+            requests + int(record.usage.get("requests", 0)),
+            tokens + int(record.usage.get("total_tokens", 0)),
+        )
     return found, spent
 
 
@@ -182,7 +179,7 @@ async def _run(
 
         bar = tqdm(total=len(samples), unit="img", desc="zero-shot", dynamic_ncols=True)
 
-    with open(out_file, "a", encoding="utf-8") as fh:
+    with open_append(out_file) as fh:  # a half-written last line of a killed run is dropped first
 
         async def worker() -> None:
             for sample in queue:

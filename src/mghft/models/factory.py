@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,11 @@ def load_backbone_weights(backbone: Backbone, state_dict: dict[str, Tensor]) -> 
     backbone.load_state_dict(state_dict, strict=False)
 
 
-def build_model(cfg: ModelConfig, text_encoder: bool = True, offline: bool | None = None) -> nn.Module:
-    """The module for ``cfg.arch`` with fresh weights (a text encoder only for MGHFT, when asked)."""
+def build_model(
+    cfg: ModelConfig, text_encoder: bool = True, offline: bool | None = None, revision: str | None = None
+) -> nn.Module:
+    """The module for ``cfg.arch`` with fresh weights (a text encoder only for MGHFT, when asked; a hub encoder at
+    ``revision``, by default the commit the local cache or the hub names now)."""
     if cfg.arch == "text_only":
         from mghft.models.baselines import TextOnlyClassifier
 
@@ -71,7 +75,7 @@ def build_model(cfg: ModelConfig, text_encoder: bool = True, offline: bool | Non
         from mghft.models.baselines import ClipClassifier
 
         return ClipClassifier(cfg, offline)
-    encoder = TextEncoder.from_config(cfg.text, offline) if text_encoder and cfg.text.encoder else None
+    encoder = TextEncoder.from_config(cfg.text, offline, revision) if text_encoder and cfg.text.encoder else None
     return MGHFT(cfg, encoder)
 
 
@@ -169,7 +173,14 @@ def load_model(
         warnings.warn(f"checkpoint was trained with compat={cfg.compat!r}; using {compat!r}", stacklevel=2)
         cfg = apply_compat(cfg, compat)
     has_encoder_weights = bool(meta.get("text_encoder_included"))
-    model = build_model(cfg, bool(text_encoder or has_encoder_weights), offline)
+    # A hub encoder is loaded at the commit the model was trained with (its provenance), not whatever is cached now.
+    trained_revision = ((meta.get("provenance") or {}).get("text_encoder") or {}).get("revision")
+    pinned = (
+        trained_revision
+        if isinstance(trained_revision, str) and re.fullmatch(r"[0-9a-f]{40}", trained_revision)
+        else None
+    )
+    model = build_model(cfg, bool(text_encoder or has_encoder_weights), offline, pinned)
     sd = load_state_dict_file(Path(folder) / WEIGHTS_NAME)
     own = model.state_dict()
     missing = [k for k in own if k not in sd and not (k.startswith("text_encoder.") and not has_encoder_weights)]

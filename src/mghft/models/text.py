@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from mghft.config import TextConfig
 from mghft.errors import MghftError
-from mghft.hub import offline_mode
+from mghft.hub import hub_revision, offline_mode
 from mghft.views import VIEW_TITLES, VIEWS, format_official_text
 
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
@@ -39,24 +39,41 @@ def resolve_encoder_source(name: str) -> str:
     return name
 
 
-def load_text_backbone(name: str, offline: bool | None = None) -> tuple[nn.Module, object]:
+def load_text_backbone(name: str, offline: bool | None = None, revision: str | None = None) -> tuple[nn.Module, object]:
     """Load a Hugging Face encoder and its tokenizer from a hub id or a local folder.
 
-    Offline (argument, ``MGHFT_OFFLINE`` or ``HF_HUB_OFFLINE``) only local files are used. A tokenizer that
-    comes back nearly empty (an offline load can yield a 2-entry tokenizer instead of failing) is an error.
+    A hub id is loaded at ``revision``, by default the commit its identity records
+    (:func:`mghft.hub.hub_revision`: the cached snapshot, else the hub's current commit), never at whatever the
+    hub serves by then. Offline (argument, ``MGHFT_OFFLINE`` or ``HF_HUB_OFFLINE``) only local files are used. A
+    tokenizer that comes back nearly empty (an offline load can yield a 2-entry tokenizer instead of failing) is
+    an error.
     """
     from transformers import AutoModel, AutoTokenizer
 
     offline = offline_mode() if offline is None else offline
     source = resolve_encoder_source(name)
     local = os.path.isdir(source)
+    pinned: dict[str, str] = {}
+    if not local:
+        if revision is None:
+            try:
+                revision = hub_revision(source, offline)
+            except Exception as e:  # neither cached nor reachable: said the way a failed load is said
+                raise TextEncoderUnavailable(
+                    f"text encoder {name!r} could not be loaded from the Hugging Face cache (HF_HOME)"
+                    + (" in offline mode" if offline else "")
+                    + f": its revision is unknown ({type(e).__name__}: {e}). Download it once with "
+                    f"`huggingface-cli download {name}` (or save it with save_pretrained into a folder and pass "
+                    "that folder)."
+                ) from e
+        pinned["revision"] = revision
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Loading weights" bar in every command's output
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline or local)
-        model = AutoModel.from_pretrained(source, local_files_only=offline or local)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline or local, **pinned)
+        model = AutoModel.from_pretrained(source, local_files_only=offline or local, **pinned)
     except (OSError, ValueError) as e:
         where = "the Hugging Face cache (HF_HOME)" if not local else source
         raise TextEncoderUnavailable(
@@ -130,10 +147,11 @@ class TextEncoder(nn.Module):
             self.model.eval()
 
     @classmethod
-    def from_config(cls, cfg: TextConfig, offline: bool | None = None) -> TextEncoder:
+    def from_config(cls, cfg: TextConfig, offline: bool | None = None, revision: str | None = None) -> TextEncoder:
+        """The encoder of ``cfg`` (a hub id at ``revision``, by default the commit its identity records)."""
         if not cfg.encoder:
             raise ValueError("text.encoder is not set")
-        model, tokenizer = load_text_backbone(cfg.encoder, offline)
+        model, tokenizer = load_text_backbone(cfg.encoder, offline, revision)
         return cls(cfg, model, tokenizer)
 
     def train(self, mode: bool = True) -> TextEncoder:

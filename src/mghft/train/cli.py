@@ -182,9 +182,15 @@ def _run_config(args: argparse.Namespace) -> Any:
     return TrainConfig.from_file(found, [f"output={found.parent}", *args.overrides])
 
 
+EVALUATE_OWNS = {"bootstrap": "--bootstrap", "batch_size": "--batch-size"}
+"""Config fields ``mghft evaluate`` takes from its own flags (a ``--set`` of them is refused)."""
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    from mghft.train.config import refuse_owned_fields
     from mghft.train.evaluate import evaluate_checkpoint
 
+    refuse_owned_fields(args.overrides, EVALUATE_OWNS, "evaluate")
     cfg = _run_config(args)
     check_data_root(cfg)
     res = evaluate_checkpoint(

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from mghft.config import CONFIG_DOC_HINT, ConfigError, ModelConfig, check_fields, coerce_partial, dump_yaml, load_yaml
+from mghft.config import (
+    COMPAT_MODES,
+    CONFIG_DOC_HINT,
+    ConfigError,
+    ModelConfig,
+    apply_compat,
+    check_fields,
+    coerce_partial,
+    dump_yaml,
+    load_yaml,
+)
+from mghft.errors import UsageError
 from mghft.views import VIEWS
 
 DATA_FORMATS = ("ser30k", "metmeme", "manifest", "folder")
@@ -40,6 +52,10 @@ class DataConfig:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 42
     group_by: str | None = None
+    classes: tuple[str, ...] | None = None
+    """Manifest and class folders: the class names in label order. A label outside the list stops the run naming
+    its row; left unset, the classes are the labels found, and two that look like one name mistyped
+    (``happiness``, ``happpiness``) stop the run until the label is corrected or the classes are declared here."""
     on_error: Literal["stop", "skip"] = "stop"
     """A missing, unreadable or unlabelled item: stop with the list, or skip it (counted, printed and saved)."""
     check_images: bool = True
@@ -53,6 +69,8 @@ class DataConfig:
             raise ConfigError(f"data.format: must be one of {DATA_FORMATS}, got {self.format!r}")
         if self.on_error not in ("stop", "skip"):
             raise ConfigError(f"data.on_error: must be 'stop' or 'skip', got {self.on_error!r}")
+        if self.classes is not None and (len(set(self.classes)) != len(self.classes) or len(self.classes) < 2):
+            raise ConfigError(f"data.classes: at least two distinct class names, got {list(self.classes)}")
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1) > 1e-6:
             raise ConfigError("data.split_fractions: three fractions (train, val, test) summing to 1")
 
@@ -116,6 +134,13 @@ class TrainConfig:
             self.data = _build(DataConfig, self.data, "data")
         check_fields(self)
         self.model_overrides = coerce_partial(ModelConfig, self.model_overrides, "model_overrides")
+        if isinstance(self.model_overrides.get("text"), dict) and self.compat in COMPAT_MODES:
+            # The text settings are checked together now, before any data is read (e.g. an unmasked mean needs
+            # fixed padding, else a feature depends on its batch-mates); the variant does not set them.
+            try:
+                apply_compat(ModelConfig(), self.compat).replace(text=self.model_overrides["text"])
+            except ConfigError as e:
+                raise ConfigError(f"model_overrides.{e}", hint=e.hint) from None
         bad = [v for v in self.views if v not in VIEWS]
         if bad:
             raise ConfigError(f"views: unknown view(s) {bad}; known: {list(VIEWS)}")
@@ -218,6 +243,27 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     for k, v in top.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def refuse_owned_fields(overrides: Sequence[str], owned: Mapping[str, str], command: str) -> None:
+    """Refuse a ``--set KEY=VALUE`` of a field that ``command`` sets itself from a flag of its own (it would be
+    overridden without a word).
+
+    Args:
+        overrides: the ``KEY=VALUE`` strings given with ``--set``.
+        owned: field -> the flag that sets it (e.g. ``{"output": "--output"}``).
+        command: the command's name, for the message.
+
+    Raises:
+        UsageError: naming the ``--set`` and the flag to use instead.
+    """
+    for text in overrides:
+        key = text.partition("=")[0].strip()
+        if key in owned:
+            raise UsageError(
+                f"--set {text}: `mghft {command}` sets {key} itself from {owned[key]}, so this --set would be ignored",
+                hint=f"use {owned[key]} instead",
+            )
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -51,6 +51,13 @@ def load_splits(
     made and written when ``create_split``; with ``log`` skipped items are printed and saved to
     ``<report_dir or output>/skipped.json``.
     """
+    if cfg.classes is not None and cfg.format not in ("manifest", "folder"):
+        from mghft.config import ConfigError
+
+        raise ConfigError(
+            f"data.classes: the {cfg.format} reader has its own classes; set it only for a manifest or class folders",
+            hint="remove data.classes",
+        )
     if cfg.format == "ser30k" and not cfg.split_file and ser30k_official_split(cfg.root, cfg.annotations):
         parts = {s: read_ser30k(cfg.root, s, cfg.annotations) for s in splits}
     else:
@@ -59,9 +66,9 @@ def load_splits(
         elif cfg.format == "metmeme":
             whole = read_metmeme(cfg.root, cfg.language)
         elif cfg.format == "manifest":
-            whole = read_manifest(cfg.root)
+            whole = read_manifest(cfg.root, classes=cfg.classes)
         else:
-            whole = read_folder(cfg.root)
+            whole = read_folder(cfg.root, classes=cfg.classes)
         split_path = Path(cfg.split_file) if cfg.split_file else output / "split.json"
         if split_path.exists():
             split = Split.load(split_path)

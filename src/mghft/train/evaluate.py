@@ -23,7 +23,7 @@ from mghft.resources import cap_workers
 from mghft.train.config import TrainConfig
 from mghft.train.data import StickerDataset, load_splits
 from mghft.train.loop import predict_loader, setup_distributed, split_text_inputs
-from mghft.train.provenance import data_provenance, encoder_provenance
+from mghft.train.provenance import data_fingerprint, data_provenance, encoder_provenance, read_fingerprint
 
 
 def evaluate_checkpoint(
@@ -52,7 +52,9 @@ def evaluate_checkpoint(
     if part.classes != classes:
         raise ValueError(f"the checkpoint's classes {classes} differ from the dataset's {part.classes}")
     descriptions: dict[str, Any] = {}
-    feats = split_text_inputs(cfg, model, {split: part}, info, record=descriptions)[split]
+    texts: dict[str, Any] = {}
+    feats = split_text_inputs(cfg, model, {split: part}, info, record=descriptions, descriptions_out=texts)[split]
+    fingerprint = data_fingerprint({split: part}, texts)
     mask = feats[1]
     views = training_views(meta)
     keep = torch.tensor(view_keep(views))
@@ -71,13 +73,14 @@ def evaluate_checkpoint(
     groups, group_name = index_groups(part, cfg.data.format)
     ci = bootstrap_ci(y, pred, n=bootstrap, seed=cfg.seed, groups=groups) if bootstrap else None
     now = {
-        "data": data_provenance(cfg, parts),
+        "data": data_provenance(cfg, parts, fingerprint),
         "descriptions": descriptions,
         "text_encoder": encoder_provenance(
             model.cfg.text, bool((trained.get("text_encoder") or {}).get("fine_tuned")), bool(mask.any())
         ),
     }
-    warnings = differences(trained, now)
+    run_folder = Path(model_path).parent  # the run's data_fingerprint.json lists items; a hub id has none
+    warnings = differences(trained, now, read_fingerprint(run_folder) if run_folder.is_dir() else None, fingerprint)
     selection = selected_on(meta)
     extra = {
         "checkpoint": str(model_path),

@@ -29,18 +29,27 @@ from mghft.data.ser30k import SER30K_CLASSES
 from mghft.evaluate import bootstrap_ci, bootstrap_method, compute_metrics, index_groups, write_report
 from mghft.features import TextFeatureCache, view_feature_table
 from mghft.hub import cache_dir, default_preprocess, save_checkpoint, update_checkpoint_metrics
+from mghft.jsonl import append_jsonl
 from mghft.losses import MGHFTObjective, StageAlignmentLoss
 from mghft.models.factory import create_model, load_model
 from mghft.models.text import view_texts
+from mghft.provenance import FINGERPRINT_NAME
 from mghft.resources import cap_workers
 from mghft.train.config import TrainConfig
 from mghft.train.data import RepeatAugSampler, StickerDataset, drop_views, load_splits
 from mghft.train.distributed import DistInfo, setup_distributed
-from mghft.train.provenance import check_run_folder, clear_run_folder, collect_descriptions, run_provenance
+from mghft.train.provenance import (
+    check_run_folder,
+    clear_run_folder,
+    collect_descriptions,
+    data_fingerprint,
+    run_provenance,
+)
 from mghft.train.randomness import derive_seed, seed_process
 from mghft.train.resume import (
     STATE_NAME,
     check_config,
+    check_data_content,
     check_schedule,
     describe_run,
     read_saved_run,
@@ -105,17 +114,21 @@ def split_text_inputs(
     parts: dict[str, DatasetIndex],
     info: DistInfo,
     record: dict[str, Any] | None = None,
+    descriptions_out: dict[str, Any] | None = None,
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Per-view features and masks per split, from the on-disk cache (computed once, on the main process).
 
     With a fine-tuned encoder the features are placeholders: the view texts travel with the samples instead.
-    ``record``, when given, receives where the descriptions came from (``collect_descriptions``' summary).
+    ``record``, when given, receives where the descriptions came from (``collect_descriptions``' summary), and
+    ``descriptions_out`` each split's per-item view texts (for the data fingerprint).
     """
     root = Path(cfg.feature_cache) if cfg.feature_cache else cache_dir() / "text-features"
     out = {}
     descriptions, summary = collect_descriptions(parts, cfg.data, log=info.main)
     if record is not None:
         record.update(summary)
+    if descriptions_out is not None:
+        descriptions_out.update(descriptions)
     if getattr(model, "text_encoder", None) is not None:
         out = {}
         for name, descs in descriptions.items():
@@ -393,12 +406,18 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> di
     model = _build_model(cfg, classes)
     mcfg = model.cfg
     desc_summary: dict[str, Any] = {}
-    feats = split_text_inputs(cfg, model, parts, info, record=desc_summary)
+    desc_texts: dict[str, Any] = {}
+    feats = split_text_inputs(cfg, model, parts, info, record=desc_summary, descriptions_out=desc_texts)
     trainable_text = getattr(model, "text_encoder", None) is not None
     text_used = any(bool(f[1].any()) for f in feats.values())
-    provenance = run_provenance(cfg, parts, desc_summary, mcfg.text, trainable_text, info.device, text_used)
-    if info.main:
+    fingerprint = data_fingerprint(parts, desc_texts)
+    provenance = run_provenance(
+        cfg, parts, desc_summary, mcfg.text, trainable_text, info.device, text_used, fingerprint=fingerprint
+    )
+    content_notes = check_data_content(out, fingerprint) if resume else []
+    if info.main and not resume:  # written once; each resume appends its stretch's block to resumes.jsonl
         (out / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str), encoding="utf-8")
+        (out / FINGERPRINT_NAME).write_text(json.dumps(fingerprint, ensure_ascii=False), encoding="utf-8")
     size = mcfg.image_size
     pre = Preprocess.from_dict(default_preprocess(size, mcfg.arch))
     train_tf = build_transform(True, size, rand_augment=cfg.rand_augment, seed=cfg.seed, mean=pre.mean, std=pre.std)
@@ -442,7 +461,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> di
         if state["best_epoch"] > 0:
             provenance["selection"].update(epoch=state["best_epoch"], value=state["best"])
         if info.main:
-            record_resume(out, changes, state, info.world, resume_notes(saved_run, cfg))
+            notes = [*resume_notes(saved_run, cfg), *content_notes]
+            record_resume(out, changes, state, info.world, notes, provenance=provenance)
             restore_log(out, state["history"])
     state["run"] = json.dumps(run_info)  # what the next resume is checked against
 
@@ -612,8 +632,7 @@ def _log(out: Path, row: dict[str, Any], writer: Any) -> None:
         if new:
             w.writeheader()
         w.writerow(row)
-    with open(out / "log.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+    append_jsonl(out / "log.jsonl", row)
     if writer is not None:
         for k, v in row.items():
             if k != "epoch":

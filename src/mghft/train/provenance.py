@@ -11,19 +11,25 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mghft.data import DatasetIndex
 from mghft.errors import UsageError
 from mghft.hub import sha256_file
-from mghft.provenance import software_provenance
+from mghft.provenance import (
+    FINGERPRINT_NAME,
+    description_sha256,
+    fingerprint_digests,
+    software_provenance,
+)
 from mghft.train.config import DataConfig, TrainConfig
 
 RUN_FILES = (
     "train.yaml",
     "provenance.json",
+    "data_fingerprint.json",
     "log.csv",
     "log.jsonl",
     "results.json",
@@ -121,8 +127,35 @@ def collect_descriptions(
     return out, summary
 
 
-def data_provenance(cfg: TrainConfig, parts: Mapping[str, DatasetIndex]) -> dict[str, Any]:
-    """Reader, root, split file (and its sha256), counts per split and skipped items."""
+def data_fingerprint(
+    parts: Mapping[str, DatasetIndex], descriptions: Mapping[str, Sequence[Mapping[str, str] | None]]
+) -> dict[str, dict[str, dict[str, str | None]]]:
+    """The content of the data, item by item: ``{"labels": {split: {key: class name}}, "descriptions": {split:
+    {key: hash of its view texts}}}`` (``None``: unlabelled, or no description). Written once to the run folder
+    (:data:`mghft.provenance.FINGERPRINT_NAME`); its per-split digests go into the provenance block."""
+    table: dict[str, dict[str, dict[str, str | None]]] = {"labels": {}, "descriptions": {}}
+    for name, part in parts.items():
+        table["labels"][name] = {s.key: part.classes[s.label] if s.label is not None else None for s in part.samples}
+        descs = descriptions.get(name)
+        table["descriptions"][name] = {
+            s.key: description_sha256(descs[i]) if descs is not None else None for i, s in enumerate(part.samples)
+        }
+    return table
+
+
+def read_fingerprint(folder: Path) -> dict[str, Any] | None:
+    """The fingerprint table a run folder recorded, or ``None`` (a run from before it was recorded)."""
+    import json
+
+    path = folder / FINGERPRINT_NAME
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def data_provenance(
+    cfg: TrainConfig, parts: Mapping[str, DatasetIndex], fingerprint: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Reader, root, split file (and its sha256), counts per split, skipped items, and with ``fingerprint``
+    (:func:`data_fingerprint`) the per-split digests of the labels and descriptions (``content``)."""
     data = cfg.data
     block: dict[str, Any] = {"reader": data.format, "root": str(Path(data.root).resolve()) if data.root else ""}
     if data.format == "metmeme":
@@ -152,6 +185,8 @@ def data_provenance(cfg: TrainConfig, parts: Mapping[str, DatasetIndex]) -> dict
     block["counts"] = {n: len(p) for n, p in parts.items()}
     skipped = set().union(*(set(p.skipped) for p in parts.values())) if parts else set()
     block["skipped"] = len(skipped)
+    if fingerprint is not None:
+        block["content"] = {**fingerprint_digests(fingerprint), "items": FINGERPRINT_NAME}
     return block
 
 
@@ -180,10 +215,11 @@ def run_provenance(
     fine_tuned: bool,
     device: Any,
     text_used: bool = True,
+    fingerprint: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The provenance block of a run (``selection`` is filled in as the run selects its checkpoint)."""
     return {
-        "data": data_provenance(cfg, parts),
+        "data": data_provenance(cfg, parts, fingerprint),
         "views": list(cfg.views),
         "view_dropout": cfg.view_dropout,
         "text_dropout": cfg.text_dropout,

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from mghft.errors import UsageError
+from mghft.jsonl import append_jsonl
 from mghft.train.config import TrainConfig
 
 STATE_NAME = "training_state.pt"
@@ -228,7 +229,9 @@ def check_config(out: Path, saved: dict[str, Any], cfg: TrainConfig, world: int)
 
 
 def check_schedule(out: Path, saved: dict[str, Any], model_config: dict[str, Any], schedule: dict[str, Any]) -> None:
-    """The resolved model and the schedule in samples must be the saved ones.
+    """The resolved model and the schedule in samples and optimizer steps must be the saved ones (the number of
+    micro-batches may differ: it follows ``batch_size`` and ``accum_steps``, which may change at the same global
+    batch).
 
     Raises:
         ResumeError: listing the differing model fields or schedule entries (e.g. the data now has other items,
@@ -240,7 +243,9 @@ def check_schedule(out: Path, saved: dict[str, Any], model_config: dict[str, Any
         if a != b:
             breaking.append({"field": f"resolved model {name}", "saved": a, "now": b, "kind": "model"})
     for name, a in saved["schedule"].items():
-        if name != "unit" and schedule.get(name) != a:
+        # Micro-batches follow the per-process split of the global batch, which a resume may change (8 x 1 and
+        # 4 x 2 make the same optimizer steps over the same samples); the steps and samples are what is compared.
+        if name not in ("unit", "micro_batches_per_epoch") and schedule.get(name) != a:
             breaking.append({"field": name, "saved": a, "now": schedule.get(name), "kind": "schedule"})
     if breaking:
         _refuse(out, breaking)
@@ -257,11 +262,49 @@ def resume_notes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     return notes
 
 
+def check_data_content(out: Path, fingerprint: dict[str, Any]) -> list[str]:
+    """The labels and descriptions now must be those the run started with (its ``data_fingerprint.json``).
+
+    Returns:
+        notes for the resume record: a run that recorded no fingerprint (started by an earlier version) cannot be
+        compared, and says so.
+
+    Raises:
+        ResumeError: listing what changed (labels item by item, how many items' descriptions).
+    """
+    from mghft.provenance import FINGERPRINT_NAME, fingerprint_changes
+    from mghft.train.provenance import read_fingerprint
+
+    saved = read_fingerprint(out)
+    if saved is None:
+        note = (
+            f"{out / FINGERPRINT_NAME} is absent (the run started before data fingerprints were recorded): whether "
+            "its labels and descriptions changed cannot be checked"
+        )
+        print(f"note: {note}")
+        return [note]
+    changed = fingerprint_changes(saved, fingerprint)
+    if changed:
+        raise ResumeError(
+            f"--resume: the data of {out} changed since the run started; resuming would train on other data:\n"
+            + "\n".join(f"  {line} [data]" for line in changed),
+            hint=f"restore the labels and descriptions the run started with ({out / FINGERPRINT_NAME} lists them), "
+            f"or start a new run in another folder from its weights with pretrained: {out / 'last'}",
+        )
+    return []
+
+
 def record_resume(
-    out: Path, changes: list[dict[str, Any]], state: dict[str, Any], world: int, notes: list[str] | None = None
+    out: Path,
+    changes: list[dict[str, Any]],
+    state: dict[str, Any],
+    world: int,
+    notes: list[str] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Append this resume (when, from which epoch and sample, on how many processes, what changed) to
-    ``out/resumes.jsonl``; print the changes."""
+    """Append this resume (when, from which epoch and sample, on how many processes, what changed, and the
+    provenance block of the stretch it starts: software, device, data digests) to ``out/resumes.jsonl``; print
+    the changes. ``provenance.json`` keeps the block of the run's first stretch."""
     entry = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "epoch": state["epoch"],
@@ -271,9 +314,10 @@ def record_resume(
         "changes": [{k: c[k] for k in ("field", "saved", "now") if k in c} for c in changes],
         "notes": list(notes or []),
     }
+    if provenance is not None:
+        entry["provenance"] = provenance
     path = out / RESUMES_NAME
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
+    append_jsonl(path, entry)  # after dropping a half-written last line of a killed resume
     what = "; ".join(f"{c['field']} {_fmt(c['saved'])} -> {_fmt(c['now'])}" for c in changes) or "no changes"
     print(f"resumed from {out / 'last'} at epoch {state['epoch']} ({what}; recorded in {path})")
     for note in notes or []:
