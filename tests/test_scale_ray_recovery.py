@@ -53,7 +53,9 @@ def test_a_node_leaving_mid_job_loses_and_duplicates_nothing(
 
     monkeypatch.setattr(ray_engine, "COMMIT_ROWS", 2)
     images = [p for p, _, _ in synthetic.write_images(tmp_path / "in", 8)]  # 24 stickers, 2 per batch and commit
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    # the head keeps CPU for the read tasks beside both actors once the worker is gone (a cluster that shrinks below
+    # what the actors hold leaves the reads no CPU: Ray Data then waits)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
     worker = cluster.add_node(num_cpus=2)
     try:
         ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)

@@ -73,13 +73,13 @@ def ray_session(address: str | None = None, *, progress: bool = True) -> Iterato
         )
         started = True
     ctx = ray.data.DataContext.get_current()
-    old = ctx.enable_progress_bars, ctx.max_errored_blocks
+    old = ctx.enable_progress_bars, ctx.max_errored_blocks, ctx.max_consecutive_actor_init_deaths
     ctx.enable_progress_bars = progress
     ctx.max_errored_blocks = -1  # a batch that failed every attempt is reported as error rows, not a crashed job
     try:
         yield ray
     finally:
-        ctx.enable_progress_bars, ctx.max_errored_blocks = old
+        ctx.enable_progress_bars, ctx.max_errored_blocks, ctx.max_consecutive_actor_init_deaths = old
         if started:
             ray.shutdown()
 
@@ -403,6 +403,11 @@ def _run(
 
         done_ref = ray.put(frozenset(done))
         blocks = max(1, min(len(locations) // max(1, batch_size), 1000))
+        num_actors = max(1, min(num_actors, blocks))  # an actor with no block to label only costs its start
+        # Ray Data 2.60 fails the whole job when an actor of the pool dies before its first task, which includes an
+        # actor it cancelled itself while it was starting: allow that as often as the pool has actors, per attempt
+        ctx = ray.data.DataContext.get_current()
+        ctx.max_consecutive_actor_init_deaths = max(ctx.max_consecutive_actor_init_deaths, ATTEMPTS * num_actors)
         with warnings.catch_warnings():
             # Ray 2.60 names no parameter for task retries and actor restarts other than these remote arguments,
             # and warns that passing them so is deprecated
