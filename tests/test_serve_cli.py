@@ -133,6 +133,9 @@ def test_serve_command_applies_its_flags(checkpoint: Path, tmp_path: Path, monke
     key = tmp_path / "key.txt"
     key.write_text("k3y\n", encoding="utf-8")
     port = _free_port()
+    from mghft.interpret import DescriptionStore
+
+    DescriptionStore(tmp_path / "d.sqlite").close()  # --store without --interpreter reads it: it must exist
     rc = main(["serve", "--model", str(checkpoint), "--port", str(port), "--max-images", "3", "--queue-size", "9",
                "--max-file-mb", "0.5", "--api-key-file", str(key), "--store", str(tmp_path / "d.sqlite")])  # fmt: skip
     assert rc == 0
@@ -312,5 +315,8 @@ def test_bare_image_predict_loads_no_text_encoder(
     monkeypatch.setattr(mghft.models.text, "load_text_backbone", counted)
     assert main(args) == 0
     assert loaded == [] and out.read_text(encoding="utf-8") == expected  # not loaded; the same predictions
+    from mghft.interpret import DescriptionStore
+
+    DescriptionStore(tmp_path / "views.sqlite").close()  # read where it is: it must exist
     assert main([*args, "--store", str(tmp_path / "views.sqlite")]) == 0
     assert len(loaded) == 1  # a store may give views: then it is loaded

@@ -29,6 +29,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "mghft.serve.cli",
     "mghft.demo.cli",
     "mghft.experiments.cli",
+    "mghft.scale.cli",
 )
 
 DEBUG_ENV = "MGHFT_DEBUG"

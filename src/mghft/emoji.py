@@ -39,6 +39,10 @@ DEFAULT_EMOJI: dict[str, str] = {
 MAX_TAGS = 3
 """Most emoji per sticker (WhatsApp's limit)."""
 
+PLATFORM_LIMITS: dict[str, tuple[int, int]] = {"whatsapp": (1, 3), "telegram": (1, 20)}
+"""Emoji per sticker each platform accepts: WhatsApp's ``contents.json`` validator (1 to 3 ``emojis``) and Telegram
+Bot API ``InputSticker.emoji_list`` (1 to 20)."""
+
 SECONDARY_RATIO = 0.5
 """Another emotion is tagged too when its probability is at least this fraction of the top one's..."""
 
@@ -48,6 +52,33 @@ SECONDARY_MIN = 0.15
 
 class PackFormatError(MghftError):
     """A sticker-pack metadata file that is not what its platform defines; the message names the field."""
+
+
+class InvalidPackError(MghftError):
+    """A sticker pack its platform would refuse after tagging (a sticker without emoji, too many, or an entry that
+    is not one emoji); the message names each sticker and the rule."""
+
+
+def is_one_emoji(text: str) -> bool:
+    """Whether ``text`` is exactly one emoji: one grapheme cluster of emoji code points as Unicode's emoji data
+    (UTS #51) defines them, ZWJ sequences, skin-tone modifiers, keycaps and flags included (the ``emoji`` library's
+    tables)."""
+    import emoji
+
+    return isinstance(text, str) and bool(text) and emoji.is_emoji(text)
+
+
+def sticker_problems(kind: str, emojis: Any) -> list[str]:
+    """What ``kind`` (``whatsapp`` or ``telegram``) would refuse in one sticker's emoji list (empty: valid)."""
+    low, high = PLATFORM_LIMITS[kind]
+    field = "emojis" if kind == "whatsapp" else "emoji_list"
+    if not isinstance(emojis, list) or not emojis:
+        return [f"no {field} ({kind} requires {low} to {high} emoji per sticker)"]
+    out = []
+    if len(emojis) > high:
+        out.append(f"{len(emojis)} emoji in {field} ({kind} allows {low} to {high})")
+    out += [f"{field} entry {e!r} is not one emoji" for e in emojis if not is_one_emoji(e)]
+    return out
 
 
 def emoji_map(class_names: Sequence[str], override: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -67,10 +98,13 @@ def emoji_map(class_names: Sequence[str], override: Mapping[str, str] | None = N
     out: dict[str, str] = {}
     for c in class_names:
         e = override.get(c, DEFAULT_EMOJI.get(c.lower()))
-        if not isinstance(e, str) or not e.strip() or len(e) > 16:
+        if e is None:
+            raise UsageError(f"no emoji for class {c!r}", hint='give one with an emoji map file: {"' + c + '": "🙂"}')
+        if not is_one_emoji(e):  # WhatsApp and Telegram refuse a pack whose sticker emoji are words or several
             raise UsageError(
-                f"no emoji for class {c!r}" if e is None else f"emoji for class {c!r} must be a short text, got {e!r}",
-                hint='give one with an emoji map file: {"' + c + '": "🙂"}',
+                f"emoji map entry {c!r}: {e!r} is not one emoji (sticker packs take single emoji: a ZWJ sequence, "
+                "skin tone or keycap counts as one)",
+                hint='give one emoji per class, e.g. {"' + c + '": "🙂"}',
             )
         out[c] = e
     return out
@@ -202,7 +236,7 @@ def fill_whatsapp(pack: str | Path, tags: Mapping[Path, Sequence[str]]) -> tuple
         for j, st in enumerate(sp["stickers"]):
             file = by_field[f"sticker_packs[{i}].stickers[{j}]"]
             if file in tags and tags[file]:
-                st["emojis"] = list(tags[file])[:MAX_TAGS]
+                st["emojis"] = list(tags[file])[: PLATFORM_LIMITS["whatsapp"][1]]
                 filled += 1
     _atomic_write_json(path, data)
     return path, filled
@@ -260,10 +294,31 @@ def fill_telegram(path: str | Path, tags: Mapping[Path, Sequence[str]]) -> tuple
     for i, st in enumerate(items):
         file = by_index.get(i)
         if file is not None and tags.get(file):
-            st["emoji_list"] = list(tags[file])[:MAX_TAGS]
+            st["emoji_list"] = list(tags[file])[: PLATFORM_LIMITS["telegram"][1]]
             filled += 1
     _atomic_write_json(path, data)
     return path, filled
+
+
+def pack_problems(kind: str, path: str | Path) -> list[str]:
+    """Each sticker of a WhatsApp pack or Telegram list (as written) that its platform would refuse, with the rule:
+    ``"<file>: <field> (<sticker file or reference>): <rule>"``."""
+    out = []
+    if kind == "whatsapp":
+        file, data, stickers = whatsapp_stickers(path)
+        by_field = dict(stickers)
+        for i, sp in enumerate(data["sticker_packs"]):
+            for j, st in enumerate(sp["stickers"]):
+                w = f"sticker_packs[{i}].stickers[{j}]"
+                out += [f"{file}: {w} ({by_field[w].name}): {p}" for p in sticker_problems(kind, st.get("emojis"))]
+    else:
+        file, data, _ = telegram_stickers(path)
+        items = data["stickers"] if isinstance(data, dict) else data
+        prefix = "stickers" if isinstance(data, dict) else ""
+        for i, st in enumerate(items):
+            w = f"{prefix}[{i}]"
+            out += [f"{file}: {w} ({st['sticker']}): {p}" for p in sticker_problems(kind, st.get("emoji_list"))]
+    return out
 
 
 def unique_files(groups: Iterable[Sequence[tuple[str, Path]]]) -> list[Path]:
@@ -278,10 +333,15 @@ def unique_files(groups: Iterable[Sequence[tuple[str, Path]]]) -> list[Path]:
 __all__ = [
     "DEFAULT_EMOJI",
     "MAX_TAGS",
+    "PLATFORM_LIMITS",
+    "InvalidPackError",
     "PackFormatError",
     "emoji_map",
     "emoji_tags",
     "fill_telegram",
+    "is_one_emoji",
+    "pack_problems",
+    "sticker_problems",
     "fill_whatsapp",
     "read_emoji_map",
     "telegram_stickers",

@@ -124,8 +124,10 @@ def register(subparsers: Any) -> None:
     m.set_defaults(handler=_cmd_import_jsonl)
     g = dsub.add_parser("import", help="read descriptions into a store: an `--engine ray` output folder, or JSONL")
     g.add_argument("sources", nargs="+", type=Path, metavar="SOURCE",
-                   help="a Parquet folder written by `mghft interpret --engine ray`, or a .jsonl export")  # fmt: skip
+                   help="a table folder written by `mghft interpret --engine ray`, or a .jsonl export")  # fmt: skip
     g.add_argument("--store", type=Path, required=True, help="description store (SQLite file), created if missing")
+    g.add_argument("--fingerprint", metavar="HEX",
+                   help="the writer whose rows to import from a table of several (mghft catalog list)")  # fmt: skip
     g.add_argument("--overwrite", action="store_true", help="replace descriptions the store already has")
     g.set_defaults(handler=_cmd_import)
 
@@ -328,7 +330,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
     from mghft.interpret.store import DescriptionStore
 
-    with DescriptionStore(args.store) as store:
+    with DescriptionStore(args.store, read_only=True) as store:
         prov = Counter(store.provenance().values())
         failures = store.failures()
         out = {
@@ -346,7 +348,7 @@ def _cmd_export_official(args: argparse.Namespace) -> int:
     from mghft.interpret.official import export_official_json
     from mghft.interpret.store import DescriptionStore
 
-    with DescriptionStore(args.store) as store:
+    with DescriptionStore(args.store, read_only=True) as store:
         try:
             report = export_official_json(
                 store, args.annotations, args.out, images_root=args.images_root, on_missing=args.on_missing
@@ -374,7 +376,7 @@ def _cmd_export_jsonl(args: argparse.Namespace) -> int:
     from mghft.interpret.store import DescriptionStore
 
     output_format(args.out, None, {".jsonl": "jsonl"})
-    with DescriptionStore(args.store) as store:
+    with DescriptionStore(args.store, read_only=True) as store:
         print(f"{store.export_jsonl(args.out)} descriptions written to {args.out}")
     return 0
 
@@ -395,7 +397,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
     with DescriptionStore(args.store) as store:
         for source in args.sources:
             if source.is_dir():
-                added, failed = import_descriptions(source, store, overwrite=args.overwrite)
+                added, failed = import_descriptions(
+                    source, store, overwrite=args.overwrite, fingerprint=args.fingerprint
+                )
                 print(f"{source}: {added} descriptions added, {failed} failed stickers left out", file=sys.stderr)
             elif source.suffix.lower() == ".jsonl":
                 added = store.import_jsonl(source, overwrite=args.overwrite)

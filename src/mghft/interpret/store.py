@@ -10,7 +10,9 @@ A JSONL export/import moves descriptions between stores (and machines, for shard
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -73,6 +75,60 @@ class MissingStoreError(MghftError):
         self.path = path
 
 
+class StoreOpenError(MghftError):
+    """SQLite cannot open a description store (the message names the file and why)."""
+
+    def __init__(self, path: Path, error: BaseException, *, read_only: bool) -> None:
+        hint = (
+            "check the file's and its folder's permissions; a store on read-only media or a shared read-only "
+            "mount is read by commands that only read it (predict, serve, --engine ray)"
+        )
+        if not read_only:
+            hint = "writing needs a writable folder beside the file (SQLite's journal); " + hint
+        super().__init__(f"description store {path}: SQLite cannot open it ({error})", hint=hint)
+        self.path = path
+
+
+NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "lustre", "gpfs",
+                                 "ceph", "fuse.ceph", "glusterfs", "fuse.glusterfs", "afs", "beegfs", "fuse.s3fs",
+                                 "fuse.gcsfuse", "fuse.juicefs", "virtiofs"})  # fmt: skip
+"""Filesystem types (``/proc/mounts``) where SQLite's WAL mode does not work (its shared memory is per host)."""
+
+
+def filesystem_type(path: str | PathLike[str]) -> str | None:
+    """The type of the filesystem holding ``path`` (the longest ``/proc/mounts`` mount point above it), or
+    ``None`` where it cannot be told (not Linux)."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target = str(Path(path).resolve())
+    best, kind = "", None
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def journal_mode(path: str | PathLike[str]) -> str:
+    """``WAL`` for a store on a local filesystem, ``DELETE`` (the rollback journal) on a network one."""
+    return "DELETE" if filesystem_type(Path(path).parent) in NETWORK_FILESYSTEMS else "WAL"
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection; ``immutable=1`` where SQLite could not create its lock or WAL index files beside the
+    store (a read-only folder), so it reads the file as it is."""
+    from urllib.parse import quote
+
+    immutable = not os.access(path.parent, os.W_OK)
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
+    return sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None, check_same_thread=False)
+
+
 class MixedDescriptionsError(MghftError):
     """A store whose descriptions come from several writers (backend/model/prompt version), none chosen."""
 
@@ -106,7 +162,7 @@ def read_descriptions(
         MghftError: the store describes none of the images.
     """
     found: dict[str, list[Description | None]] = {}
-    with DescriptionStore(store_path, must_exist=True) as store:
+    with DescriptionStore(store_path, read_only=True) as store:
         for name, paths in images.items():
             found[name] = [store.get(image_sha256(p)) for p in paths]
     writers: dict[str, int] = {}
@@ -169,26 +225,51 @@ class DescriptionStore:
     """A durable map ``image_sha256 -> Description`` with a failure log.
 
     Args:
-        path: the SQLite file (created with its folder if missing).
+        path: the SQLite file (created with its folder if missing, unless ``must_exist`` or ``read_only``).
+        must_exist: refuse a missing file instead of creating it.
+        read_only: open it for reading only (SQLite ``mode=ro``; ``immutable=1`` where its folder is not writable,
+            e.g. read-only media, where SQLite could not create its lock files): nothing is created or written,
+            and a missing file is refused.
+
+    Where it lives decides the journal: WAL on a local filesystem (readers do not wait for the writer), SQLite's
+    rollback journal on a network filesystem (NFS, SMB, ...), where WAL's shared memory does not work.
+
+    Raises:
+        MissingStoreError: ``must_exist`` or ``read_only`` and no file at ``path``.
+        StoreOpenError: SQLite cannot open it (the message names the file and SQLite's reason).
     """
 
-    def __init__(self, path: str | PathLike[str], *, must_exist: bool = False) -> None:
+    def __init__(self, path: str | PathLike[str], *, must_exist: bool = False, read_only: bool = False) -> None:
         self.path = Path(path)
-        if must_exist and not self.path.is_file():
+        self.read_only = read_only
+        if (must_exist or read_only) and not self.path.is_file():
             raise MissingStoreError(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=60000")
-        with self._lock:
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-            elif row[0] != SCHEMA_VERSION:
-                raise ValueError(f"{self.path}: store schema {row[0]}, this version reads {SCHEMA_VERSION}")
+        try:
+            if read_only:
+                self._db = _connect_read_only(self.path)
+                self._check_schema()
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            self._db.execute(f"PRAGMA journal_mode={journal_mode(self.path)}")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=60000")
+            with self._lock:
+                self._db.executescript(_SCHEMA)
+                row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is None:
+                    self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            self._check_schema()
+        except (sqlite3.Error, OSError) as e:
+            raise StoreOpenError(self.path, e, read_only=read_only) from None
+
+    def _check_schema(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None or row[0] != SCHEMA_VERSION:
+            raise ValueError(
+                f"{self.path}: store schema {row[0] if row else 'none'}, this version reads {SCHEMA_VERSION}"
+            )
 
     # --- descriptions ---------------------------------------------------------------------------------------------
 
@@ -370,8 +451,14 @@ class DescriptionStore:
         return added
 
     def close(self) -> None:
-        """Close the database (idempotent)."""
+        """Close the database (idempotent). The last writer to close leaves the file in rollback-journal mode: a
+        store at rest is one file, which a reader opens read-only without creating WAL files beside it (copied to
+        a node or on read-only media)."""
         with self._lock:
+            if not self.read_only:
+                with contextlib.suppress(sqlite3.Error):  # another connection still open: it stays in WAL for now
+                    self._db.execute("PRAGMA busy_timeout=0")
+                    self._db.execute("PRAGMA journal_mode=DELETE")
             self._db.close()
 
     def __enter__(self) -> DescriptionStore:

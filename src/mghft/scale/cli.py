@@ -17,9 +17,9 @@ def add_engine_args(p: argparse.ArgumentParser, *, actors_help: str) -> None:
     """``--engine``, ``--ray-address``, ``--actors``, ``--gpus-per-actor``, ``--cpus-per-actor``."""
     g = p.add_argument_group("scale-out on Ray Data (--engine ray)")
     g.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local: this process (default); ray: a Ray Data job writing a Parquet dataset folder (--out "
-                   "DIR), resumable by image hash; PATHs may then be manifests (.csv/.jsonl/.parquet) and "
-                   "object-store URIs")  # fmt: skip
+                   help="local: this process (default); ray: a Ray Data job writing a Delta Lake table (--out DIR), "
+                   "one row per path and model fingerprint, resumable; PATHs may then be manifests "
+                   "(.csv/.jsonl/.parquet) and object-store URIs")  # fmt: skip
     g.add_argument("--ray-address", metavar="ADDR",
                    help="Ray cluster to run on (default: $RAY_ADDRESS, else a local Ray)")  # fmt: skip
     g.add_argument("--actors", type=int, default=1, metavar="N", help=f"{actors_help} (default: 1)")
@@ -32,11 +32,11 @@ def add_engine_args(p: argparse.ArgumentParser, *, actors_help: str) -> None:
 def _out_dir(args: argparse.Namespace) -> Path:
     out = getattr(args, "out", None)
     if out is None:
-        raise UsageError("--engine ray needs --out DIR (the Parquet dataset folder to write)")
+        raise UsageError("--engine ray needs --out DIR (the Delta Lake table folder to write)")
     out = Path(out)
     if out.suffix.lower() in (".csv", ".jsonl", ".json") or (out.exists() and not out.is_dir()):
         raise UsageError(
-            f"--out {out}: --engine ray writes a Parquet dataset folder, not a file",
+            f"--out {out}: --engine ray writes a table folder (Delta Lake), not a file",
             hint="give a folder, e.g. --out runs/labels",
         )
     return out
@@ -54,7 +54,18 @@ def _locations(args: argparse.Namespace) -> list[str]:
 
 
 def _finish(out: Path, summary: Any, meta: dict[str, Any]) -> int:
-    (out / "_job.json").write_text(json.dumps({**meta, "summary": summary.as_dict()}, indent=2, default=str) + "\n")
+    """Record the job beside the table (``_jobs/<fingerprint>.json``: one per model, never overwritten by another's)
+    and report it; 1 when every sticker of this run failed."""
+    from mghft.scale.table import read_output
+
+    jobs = out / "_jobs"
+    jobs.mkdir(exist_ok=True)
+    parts = None
+    rows = read_output(out, summary.fingerprint).slice(0, 1).column("fingerprint_parts").to_pylist()
+    if rows:
+        parts = json.loads(rows[0])
+    record = {**meta, "fingerprint": summary.fingerprint, "fingerprint_parts": parts, "summary": summary.as_dict()}
+    (jobs / f"{summary.fingerprint}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(summary.format() + f" -> {out}", file=sys.stderr)
     return 1 if summary.errors and summary.errors == summary.written else 0  # every sticker of this run failed
 
@@ -82,6 +93,8 @@ def predict_with_ray(args: argparse.Namespace) -> int:
         store=args.store,
         progress=not args.no_progress,
         address=args.ray_address,
+        top_k=args.top_k,
+        min_probability=args.min_probability,
     )
     return _finish(out, summary, {"command": "predict", "model": args.model, "inputs": [str(p) for p in args.paths]})
 
@@ -109,3 +122,48 @@ def interpret_with_ray(args: argparse.Namespace, backend_factory: Callable[[], A
     )
     meta = {"command": "interpret", "backend": args.backend, "inputs": [str(p) for p in args.paths]}
     return _finish(out, summary, meta)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# mghft catalog
+
+
+def register(sub: Any) -> None:
+    """Add the ``catalog`` command (reading an ``--engine ray`` output table)."""
+    from mghft.cli_args import local_path
+
+    p = sub.add_parser("catalog", help="read an `--engine ray` output table: its models, or an export to one file")
+    csub = p.add_subparsers(dest="catalog_command", required=True, metavar="COMMAND")
+    ls = csub.add_parser("list", help="the fingerprints in a table: rows, errors and what each is made of")
+    ls.add_argument("table", type=local_path, metavar="DIR", help="the --out folder of an --engine ray run")
+    ls.set_defaults(handler=_cmd_list)
+    ex = csub.add_parser("export", help="one Parquet or CSV file of a table: one current row per (path, fingerprint)")
+    ex.add_argument("table", type=local_path, metavar="DIR", help="the --out folder of an --engine ray run")
+    ex.add_argument("--out", type=local_path, required=True, help="the file to write (.parquet or .csv)")
+    ex.add_argument("--format", choices=("parquet", "csv"), help="output format, whatever --out's extension")
+    ex.add_argument("--fingerprint", metavar="HEX",
+                    help="only this model's rows (8+ hex digits of one listed by `mghft catalog list`)")  # fmt: skip
+    ex.set_defaults(handler=_cmd_export)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from mghft.scale.table import fingerprints, read_output
+
+    out = []
+    for fp, n in sorted(fingerprints(args.table).items()):
+        t = read_output(args.table, fp)
+        parts = t.slice(0, 1).column("fingerprint_parts").to_pylist()
+        out.append({"fingerprint": fp, "rows": n, "errors": n - t.column("error").null_count,
+                    "parts": json.loads(parts[0]) if parts and parts[0] else None})  # fmt: skip
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from mghft.cli_args import output_format
+    from mghft.scale.table import export_output
+
+    fmt = output_format(args.out, args.format, {".parquet": "parquet", ".csv": "csv"})
+    n = export_output(args.table, args.out, fmt, args.fingerprint)
+    print(f"{n} rows written to {args.out}", file=sys.stderr)
+    return 0

@@ -1,16 +1,19 @@
-"""``mghft predict`` and ``mghft interpret`` on Ray Data: one row per sticker in a Parquet dataset.
+"""``mghft predict`` and ``mghft interpret`` on Ray Data: one row per sticker path in a Delta Lake table.
 
-The pipeline (a Ray Data streaming job; the driver only lists locations and collects per-file counts):
+The pipeline (a Ray Data streaming job):
 
-1. **read** (Ray tasks): each location's bytes (local file or object-store URI), their SHA-256, and the stickers
-   already in the output (by hash) dropped, so a rerun resumes where a killed job stopped.
+1. **read** (Ray tasks): each location's bytes (local file or object-store URI) and their SHA-256; the
+   (path, sha256) pairs that already have a success row of this run's fingerprint are dropped, so a rerun resumes
+   where a killed job stopped and a new path with known bytes still gets its own row.
 2. **label** (a pool of Ray actors, each loading the model or the interpreter once, ``num_gpus`` each where
-   GPUs exist): decode, predict or describe, and write one Parquet file per batch into the output folder,
-   written to a temporary name and renamed, so a file is either whole or absent. A file's name is the hash of
-   the stickers it holds, so a batch retried after a node failure replaces its own file instead of adding one.
+   GPUs exist): decode, predict or describe; each row is stamped with the actor's fingerprint
+   (:mod:`mghft.fingerprint`), which must equal the driver's.
+3. **commit** (the driver): rows arrive as the actors finish them and are merged into the output table in chunks
+   (:mod:`mghft.scale.table`: one Delta transaction per chunk, keyed by (path, fingerprint)), so a killed job
+   keeps what it committed and a batch that Ray retried or regrouped adds nothing twice.
 
-The output folder is a Parquet dataset (``pyarrow.dataset.dataset(folder)``, pandas, Spark, DuckDB read it);
-:func:`read_output` reads it back with one row per (sticker hash, path). ``mghft descriptions import`` reads an
+Ray retries a failed read task and restarts a lost actor at most :data:`ATTEMPTS` - 1 times; a batch that still
+fails becomes error rows (``error`` names the cause) and the job ends. ``mghft descriptions import`` reads an
 interpret output into a description store for training.
 """
 
@@ -21,19 +24,28 @@ import hashlib
 import json
 import os
 import time
-import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mghft.errors import MghftError, UsageError
+from mghft.fingerprint import Fingerprint
+from mghft.scale import table as out_table
+from mghft.scale.table import read_output
 from mghft.views import VIEWS
-
-PART_PREFIX = "part-"
 
 READ_CPUS = 0.25
 """CPUs Ray reserves per read task: reading and hashing is light, and the label actors must not starve it."""
+
+ATTEMPTS = 2
+"""Tries Ray gives a batch (task retries and actor restarts), after which its stickers get error rows."""
+
+COMMIT_ROWS = 512
+"""Rows per commit at most (a commit also happens every :data:`COMMIT_SECONDS`)."""
+
+COMMIT_SECONDS = 10.0
 
 
 def _require_ray() -> Any:
@@ -48,7 +60,8 @@ def _require_ray() -> Any:
 @contextlib.contextmanager
 def ray_session(address: str | None = None, *, progress: bool = True) -> Iterator[Any]:
     """Ray, connected: the running session if there is one, else ``address`` (or ``RAY_ADDRESS``), else a
-    local Ray started for this job and stopped after it."""
+    local Ray started for this job and stopped after it. Ray Data lets a batch that failed :data:`ATTEMPTS` times
+    through (its stickers become error rows) instead of failing the whole job."""
     ray = _require_ray()
     started = False
     if not ray.is_initialized():
@@ -60,86 +73,25 @@ def ray_session(address: str | None = None, *, progress: bool = True) -> Iterato
         )
         started = True
     ctx = ray.data.DataContext.get_current()
-    old = ctx.enable_progress_bars
+    old = ctx.enable_progress_bars, ctx.max_errored_blocks, ctx.max_consecutive_actor_init_deaths
     ctx.enable_progress_bars = progress
+    ctx.max_errored_blocks = -1  # a batch that failed every attempt is reported as error rows, not a crashed job
     try:
         yield ray
     finally:
-        ctx.enable_progress_bars = old
+        ctx.enable_progress_bars, ctx.max_errored_blocks, ctx.max_consecutive_actor_init_deaths = old
         if started:
             ray.shutdown()
 
 
 # ------------------------------------------------------------------------------------------------------------
-# output folder
-
-
-def existing_keys(out_dir: str | Path, *, successes_only: bool = False) -> set[str]:
-    """Sticker hashes already in an output folder (with ``successes_only``: those without an ``error``)."""
-    import pyarrow.parquet as pq
-
-    keys: set[str] = set()
-    folder = Path(out_dir)
-    if not folder.is_dir():
-        return keys
-    for f in sorted(folder.glob(f"{PART_PREFIX}*.parquet")):
-        cols = ["sha256", "error"] if successes_only else ["sha256"]
-        table = pq.read_table(f, columns=cols)
-        shas = table.column("sha256").to_pylist()
-        errors = table.column("error").to_pylist() if successes_only else [None] * len(shas)
-        keys.update(s for s, e in zip(shas, errors, strict=True) if s and e is None)
-    return keys
-
-
-def read_output(out_dir: str | Path) -> Any:
-    """The output folder as one pyarrow Table, one row per (sha256, path): a later row replaces an earlier one
-    (a retried failure that succeeded), so duplicates never reach the reader.
-
-    Raises:
-        MghftError: the folder holds no output files.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    files = sorted(Path(out_dir).glob(f"{PART_PREFIX}*.parquet"), key=lambda f: f.stat().st_mtime_ns)
-    if not files:
-        raise MghftError(f"{out_dir}: no {PART_PREFIX}*.parquet files (not an mghft --engine ray output)")
-    tables = [pq.read_table(f) for f in files]
-    table = pa.concat_tables(tables, promote_options="default")
-    keep: dict[tuple[str, str], int] = {}
-    errors = table.column("error").to_pylist()
-    for i, (sha, path) in enumerate(zip(table.column("sha256").to_pylist(), table.column("path").to_pylist(),
-                                        strict=True)):  # fmt: skip
-        prev = keep.get((sha, path))
-        if prev is None or errors[prev] is not None or errors[i] is None:
-            keep[(sha, path)] = i
-    return table.take(sorted(keep.values()))
-
-
-def _write_part(out_dir: Path, table: Any) -> str:
-    """Write ``table`` as ``part-<hash of its keys>.parquet`` atomically; returns the file name."""
-    import pyarrow.parquet as pq
-
-    keys = sorted(f"{s}\t{p}" for s, p in zip(table.column("sha256").to_pylist(), table.column("path").to_pylist(),
-                                               strict=True))  # fmt: skip
-    name = f"{PART_PREFIX}{hashlib.sha256(chr(10).join(keys).encode()).hexdigest()[:24]}.parquet"
-    tmp = out_dir / f".{name}.{uuid.uuid4().hex}.tmp"
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, out_dir / name)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return name
-
-
-# ------------------------------------------------------------------------------------------------------------
 # stage 1: read (Ray tasks)
 
-_DONE_CACHE: dict[str, frozenset[str]] = {}
+_DONE_CACHE: dict[str, frozenset[tuple[str, str]]] = {}
 
 
 def _read_batch(batch: Any, done: list[Any], max_bytes: int) -> Any:
-    """locations -> (path, sha256, data, error), without the stickers whose hash is in ``done[0]``."""
+    """locations -> (path, sha256, data, error), without the (path, sha256) pairs in ``done[0]``."""
     import pyarrow as pa
     import ray
 
@@ -157,8 +109,8 @@ def _read_batch(batch: Any, done: list[Any], max_bytes: int) -> Any:
             data = read_bytes(loc, max_bytes)
             sha, err = hashlib.sha256(data).hexdigest(), None
         except OSError as e:
-            data, sha, err = b"", hashlib.sha256(f"unreadable:{loc}".encode()).hexdigest(), str(e) or "unreadable"
-        if sha in skip:
+            data, sha, err = b"", "", str(e) or "unreadable"
+        if (loc, sha) in skip:
             continue
         paths.append(loc)
         shas.append(sha)
@@ -172,51 +124,82 @@ def _read_batch(batch: Any, done: list[Any], max_bytes: int) -> Any:
 # ------------------------------------------------------------------------------------------------------------
 # stage 2: label (Ray actors)
 
+FINGERPRINT_COLUMNS = [("fingerprint", "string"), ("fingerprint_parts", "string")]
+
 
 def predict_schema(classes: Sequence[str]) -> Any:
-    """The Parquet schema of ``mghft predict --engine ray`` output for these classes."""
+    """The schema of ``mghft predict --engine ray`` rows for these classes (``fingerprint_parts``: JSON;
+    ``emotions``: the emotions chosen by ``--top-k``/``--min-probability`` with their probabilities, else null)."""
     import pyarrow as pa
 
     return pa.schema(
-        [("sha256", pa.string()), ("path", pa.string()), ("label", pa.string()), ("confidence", pa.float64())]
+        [("path", pa.string()), ("sha256", pa.string()), ("fingerprint", pa.string())]
+        + [("label", pa.string()), ("confidence", pa.float64())]
         + [(f"p_{c}", pa.float64()) for c in classes]
-        + [("emoji", pa.list_(pa.string())), ("view_source", pa.string())]
+        + [("emoji", pa.list_(pa.string()))]
+        + [("emotions", pa.list_(pa.struct([("label", pa.string()), ("probability", pa.float64())])))]
+        + [("view_source", pa.string())]
         + [(f"view_{v}", pa.string()) for v in VIEWS]
         + [("calibrated", pa.bool_()), ("temperature", pa.float64()), ("calibration", pa.string())]
         + [("model", pa.string()), ("error", pa.string())]
+        + [("fingerprint_parts", pa.string())]
     )
 
 
-INTERPRET_COLUMNS = ("sha256", "path", *VIEWS, "ocr_text", "backend", "model", "prompt_version", "created",
-                     "usage", "error")  # fmt: skip
+INTERPRET_COLUMNS = ("path", "sha256", "fingerprint", *VIEWS, "ocr_text", "backend", "model", "prompt_version",
+                     "created", "usage", "error", "fingerprint_parts")  # fmt: skip
 
 
 def interpret_schema() -> Any:
-    """The Parquet schema of ``mghft interpret --engine ray`` output (``usage`` is a JSON object as text)."""
+    """The schema of ``mghft interpret --engine ray`` rows (``usage`` and ``fingerprint_parts``: JSON as text)."""
     import pyarrow as pa
 
     return pa.schema([(c, pa.string()) for c in INTERPRET_COLUMNS])
 
 
-class _PredictActor:
-    """Loads the predictor once; labels batches and writes each as one Parquet file."""
+def _load_predictor(model: str, options: dict[str, Any], store: str | None) -> Any:
+    """The predictor of a predict run, as the driver and every actor build it."""
+    from mghft.serve.predictor import load_predictor
 
-    def __init__(self, out_dir: str, model: str, options: dict[str, Any], store: str | None) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a variant name's "random weights" warning: the driver has shown it
+        predictor = load_predictor(model, **options)
+    if store:
+        from mghft.interpret import DescriptionStore
+        from mghft.serve.predictor import StoreOnlyInterpreter
+
+        predictor.interpreter = StoreOnlyInterpreter(DescriptionStore(store, read_only=True))
+    return predictor
+
+
+def predict_fingerprint(predictor: Any, selection: dict[str, Any] | None = None) -> Fingerprint:
+    """The fingerprint of a predict run's rows (``selection``: ``top_k``/``min_probability``, which change them)."""
+    from mghft.fingerprint import predictor_fingerprint
+
+    return predictor_fingerprint(predictor, selection=selection)
+
+
+class _PredictActor:
+    """Loads the predictor on its first batch (a rerun with nothing left to label loads no model); labels batches
+    and returns their rows."""
+
+    def __init__(
+        self, model: str, options: dict[str, Any], store: str | None, selection: dict[str, Any] | None = None
+    ) -> None:
+        self.args = (model, dict(options), store)
+        self.selection = {k: v for k, v in (selection or {}).items() if v is not None}
+        self.predictor: Any = None
+
+    def _setup(self) -> None:
         import torch
 
-        from mghft.serve.predictor import load_predictor
-
+        model, options, store = self.args
         threads = options.pop("threads", None)
         if threads:
             torch.set_num_threads(int(threads))
-        self.out_dir = Path(out_dir)
-        self.model_name = model
-        self.predictor = load_predictor(model, **options)
-        if store:
-            from mghft.interpret import DescriptionStore
-            from mghft.serve.predictor import StoreOnlyInterpreter
-
-            self.predictor.interpreter = StoreOnlyInterpreter(DescriptionStore(store))
+        self.predictor = _load_predictor(model, options, store)
+        fp = predict_fingerprint(self.predictor, self.selection)
+        self.fingerprint, self.parts = fp.id, json.dumps(fp.parts, sort_keys=True, ensure_ascii=False)
         self.schema = predict_schema(self.predictor.class_names)
 
     def __call__(self, batch: Any) -> Any:
@@ -224,12 +207,15 @@ class _PredictActor:
 
         from mghft.data.images import ImageLoadError
 
+        if self.predictor is None:
+            self._setup()
         p = self.predictor
         rows: list[dict[str, Any]] = []
         good, texts, sources, where = [], [], [], []
         for path, sha, data, read_error in zip(*(batch.column(c).to_pylist() for c in
                                                  ("path", "sha256", "data", "read_error")), strict=True):  # fmt: skip
-            row: dict[str, Any] = {"sha256": sha, "path": path, "model": self.model_name, "error": read_error}
+            row: dict[str, Any] = {"sha256": sha, "path": path, "model": p.name, "error": read_error,
+                                   "fingerprint": self.fingerprint, "fingerprint_parts": self.parts}  # fmt: skip
             if read_error is None:
                 try:
                     loaded = p.load(data, name=path)
@@ -241,8 +227,17 @@ class _PredictActor:
                 except (ImageLoadError, LookupError, ValueError) as e:
                     row["error"] = str(e)
             rows.append(row)
-        for i, pred in zip(where, p.run(good, texts, sources, explain=False), strict=True):
+        try:
+            preds = p.run(good, texts, sources, explain=False) if good else []
+        except Exception as e:  # the batch's rows say why; the job goes on
+            preds = []
+            for i in where:
+                rows[i]["error"] = f"{type(e).__name__}: {e}"
+        from mghft.selection import select_emotions
+
+        for i, pred in zip(where, preds, strict=True):
             rows[i].update(
+                emotions=select_emotions(pred.probabilities, **self.selection) if self.selection else None,
                 label=pred.label,
                 confidence=pred.confidence,
                 emoji=list(pred.emoji),
@@ -253,26 +248,33 @@ class _PredictActor:
                 **{f"p_{c}": v for c, v in pred.probabilities.items()},
                 **{f"view_{v}": pred.views[v] for v in VIEWS},
             )
-        table = pa.Table.from_pylist(rows, schema=self.schema)
-        name = _write_part(self.out_dir, table) if rows else ""
-        errors = sum(r["error"] is not None for r in rows)
-        return pa.table({"file": [name], "rows": [len(rows)], "errors": [errors]})
+        return pa.Table.from_pylist(rows, schema=self.schema)
+
+
+def interpret_fingerprint(backend: Any, max_side: int) -> Fingerprint:
+    """The fingerprint of an interpret run's rows: the writer (backend, model, prompt version) and image size."""
+    from mghft.fingerprint import writer_fingerprint
+
+    return writer_fingerprint(backend, max_side=max_side)
 
 
 class _InterpretActor:
-    """Builds the interpreter backend once; describes batches (``concurrency`` images at a time) and writes
-    each batch as one Parquet file."""
+    """Builds the interpreter backend once; describes batches (``concurrency`` images at a time) and returns their
+    rows."""
 
-    def __init__(self, out_dir: str, backend_factory: Callable[[], Any], concurrency: int, max_side: int) -> None:
+    def __init__(self, backend_factory: Callable[[], Any], concurrency: int, max_side: int) -> None:
         from mghft.interpret import Interpreter
 
-        self.out_dir = Path(out_dir)
-        self.interpreter = Interpreter(backend_factory(), None, max_side=max_side)
+        backend = backend_factory()
+        self.interpreter = Interpreter(backend, None, max_side=max_side)
         self.concurrency = max(1, concurrency)
+        fp = interpret_fingerprint(backend, max_side)
+        self.fingerprint, self.parts = fp.id, json.dumps(fp.parts, sort_keys=True, ensure_ascii=False)
 
     def _one(self, item: tuple[str, str, bytes, str | None]) -> dict[str, Any]:
         path, sha, data, read_error = item
-        row: dict[str, Any] = {"sha256": sha, "path": path, "error": read_error}
+        row: dict[str, Any] = {"sha256": sha, "path": path, "error": read_error, "fingerprint": self.fingerprint,
+                               "fingerprint_parts": self.parts}  # fmt: skip
         if read_error is not None:
             return row
         try:
@@ -300,14 +302,15 @@ class _InterpretActor:
                          strict=True))  # fmt: skip
         with ThreadPoolExecutor(self.concurrency) as pool:
             rows = list(pool.map(self._one, items))
-        table = pa.Table.from_pylist(rows, schema=interpret_schema())
-        name = _write_part(self.out_dir, table) if rows else ""
-        errors = sum(r["error"] is not None for r in rows)
-        return pa.table({"file": [name], "rows": [len(rows)], "errors": [errors]})
+        return pa.Table.from_pylist(rows, schema=interpret_schema())
 
 
 # ------------------------------------------------------------------------------------------------------------
 # the job
+
+
+class FingerprintMismatchError(MghftError):
+    """An actor's model (or writer) is not the one the driver loaded: a node sees another checkpoint."""
 
 
 @dataclass
@@ -316,10 +319,11 @@ class RayJobSummary:
 
     Attributes:
         inputs: sticker locations given.
-        already_done: of those, skipped because their hash is in the output (resume).
-        written: rows written by this run; ``errors``: of those, stickers that failed (named in the ``error`` column).
-        files: Parquet files written by this run.
-        output_rows: distinct (hash, path) rows in the output folder after the run.
+        already_done: of those, skipped because their (path, sha256) has a success row of this fingerprint.
+        written: rows committed by this run; ``errors``: of those, stickers that failed (named in ``error``).
+        commits: table transactions of this run.
+        output_rows: rows of this fingerprint in the table after the run (one per path).
+        fingerprint: the id of what wrote this run's rows.
         seconds: wall time of the job.
     """
 
@@ -327,8 +331,9 @@ class RayJobSummary:
     already_done: int = 0
     written: int = 0
     errors: int = 0
-    files: int = 0
+    commits: int = 0
     output_rows: int = 0
+    fingerprint: str = ""
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -338,10 +343,20 @@ class RayJobSummary:
     def format(self) -> str:
         rate = self.written / self.seconds if self.seconds > 0 else 0.0
         return (
-            f"{self.inputs} stickers: {self.already_done} already in the output, {self.written} written "
-            f"({self.errors} failed, named in the 'error' column) in {self.files} files, {rate:.1f}/s; "
-            f"the output holds {self.output_rows} rows"
+            f"{self.inputs} stickers: {self.already_done} already labelled by this model, {self.written} written "
+            f"({self.errors} failed, named in the 'error' column) in {self.commits} commits, {rate:.1f}/s; "
+            f"the output holds {self.output_rows} rows of fingerprint {self.fingerprint}"
         )
+
+
+def _lost_rows(schema: Any, lost: Sequence[str], fp: Fingerprint) -> Any:
+    """Error rows for stickers whose batch failed every attempt (their bytes are not known here)."""
+    import pyarrow as pa
+
+    parts = json.dumps(fp.parts, sort_keys=True, ensure_ascii=False)
+    error = f"its batch failed {ATTEMPTS} attempts (a worker or node lost each time); run again to retry"
+    rows = [{"path": p, "sha256": "", "fingerprint": fp.id, "fingerprint_parts": parts, "error": error} for p in lost]
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _run(
@@ -350,7 +365,9 @@ def _run(
     actor: type,
     constructor_kwargs: dict[str, Any],
     *,
-    successes_only: bool,
+    kind: str,
+    fingerprint: Fingerprint,
+    schema: Any,
     batch_size: int,
     num_actors: int,
     gpus_per_actor: float,
@@ -358,34 +375,89 @@ def _run(
     progress: bool,
     address: str | None,
     max_bytes: int,
+    commit_rows: int | None = None,
 ) -> RayJobSummary:
-    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    done = existing_keys(out_dir, successes_only=successes_only)
-    summary = RayJobSummary(inputs=len(locations))
+    commit_rows = commit_rows or COMMIT_ROWS
+    out_table.ensure_table(out_dir, schema, kind)
+    done = out_table.done_pairs(out_dir, fingerprint.id)
+    summary = RayJobSummary(inputs=len(locations), fingerprint=fingerprint.id)
+    seen: set[str] = set()
+    pending: list[Any] = []
+    pending_rows = 0
+    last = time.time()
+
+    def flush() -> None:
+        nonlocal pending, pending_rows, last
+        if pending:
+            import pyarrow as pa
+
+            chunk = pa.concat_tables(pending, promote_options="default")
+            out_table.commit(out_dir, chunk)
+            summary.commits += 1
+            summary.written += chunk.num_rows
+            summary.errors += chunk.num_rows - chunk.column("error").null_count
+        pending, pending_rows, last = [], 0, time.time()
+
     with ray_session(address, progress=progress) as ray:
         _check_resources(ray, num_actors, cpus_per_actor, gpus_per_actor)
+        from ray.data import ActorPoolStrategy
+
         done_ref = ray.put(frozenset(done))
         blocks = max(1, min(len(locations) // max(1, batch_size), 1000))
-        ds = ray.data.from_items([{"path": p} for p in locations], override_num_blocks=blocks)
-        ds = ds.map_batches(_read_batch, fn_kwargs={"done": [done_ref], "max_bytes": max_bytes},
-                            batch_format="pyarrow", batch_size=batch_size,
-                            num_cpus=READ_CPUS)  # fmt: skip
-        ds = ds.map_batches(
-            actor,
-            fn_constructor_kwargs={"out_dir": str(out_dir), **constructor_kwargs},
-            batch_format="pyarrow",
-            batch_size=batch_size,
-            concurrency=max(1, num_actors),
-            num_gpus=gpus_per_actor or None,
-            num_cpus=cpus_per_actor,
-        )  # Ray Data retries tasks and restarts actors lost with a node (max_retries / max_restarts = -1)
-        results = ds.take_all()
-    summary.written = sum(int(r["rows"]) for r in results)
-    summary.errors = sum(int(r["errors"]) for r in results)
-    summary.files = len({r["file"] for r in results if r["file"]})
-    summary.already_done = len(locations) - summary.written
-    summary.output_rows = read_output(out_dir).num_rows if summary.files or done else 0
+        num_actors = max(1, min(num_actors, blocks))  # an actor with no block to label only costs its start
+        # Ray Data 2.60 fails the whole job when an actor of the pool dies before its first task, which includes an
+        # actor it cancelled itself while it was starting: allow that as often as the pool has actors, per attempt
+        ctx = ray.data.DataContext.get_current()
+        ctx.max_consecutive_actor_init_deaths = max(ctx.max_consecutive_actor_init_deaths, ATTEMPTS * num_actors)
+        with warnings.catch_warnings():
+            # Ray 2.60 names no parameter for task retries and actor restarts other than these remote arguments,
+            # and warns that passing them so is deprecated
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+            ds = ray.data.from_items([{"path": p} for p in locations], override_num_blocks=blocks)
+            ds = ds.map_batches(_read_batch, fn_kwargs={"done": [done_ref], "max_bytes": max_bytes},
+                                batch_format="pyarrow", batch_size=batch_size, num_cpus=READ_CPUS,
+                                max_retries=ATTEMPTS - 1)  # fmt: skip
+            ds = ds.map_batches(
+                actor,
+                fn_constructor_kwargs=constructor_kwargs,
+                batch_format="pyarrow",
+                batch_size=batch_size,
+                compute=ActorPoolStrategy(size=max(1, num_actors)),
+                num_gpus=gpus_per_actor or None,
+                num_cpus=cpus_per_actor,
+                max_restarts=ATTEMPTS - 1,
+                max_task_retries=ATTEMPTS - 1,
+            )
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            if batch.num_rows == 0:
+                continue
+            got = set(batch.column("fingerprint").to_pylist())
+            if got != {fingerprint.id}:
+                other = Fingerprint.from_json(
+                    json.dumps({"id": sorted(got - {fingerprint.id})[0],
+                                "parts": json.loads(batch.column("fingerprint_parts")[0].as_py())})
+                )  # fmt: skip
+                flush()
+                raise FingerprintMismatchError(
+                    f"a Ray worker loaded another model than this driver ({other.id} != {fingerprint.id}): "
+                    + "; ".join(other.differences(fingerprint)),
+                    hint="every node must read the same checkpoint, store and options (a shared path or a Hub id)",
+                )
+            seen.update(batch.column("path").to_pylist())
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            if pending_rows >= commit_rows or time.time() - last >= COMMIT_SECONDS:
+                flush()
+        flush()
+    # stickers neither skipped nor returned: their batch failed every attempt
+    done_paths = {p for p, _ in done}
+    lost = [p for p in dict.fromkeys(locations) if p not in seen and p not in done_paths]
+    if lost:
+        pending.append(_lost_rows(schema, lost, fingerprint))
+        flush()
+    summary.already_done = len(locations) - len({*seen, *lost})
+    summary.output_rows = out_table.fingerprints(out_dir).get(fingerprint.id, 0)
     summary.seconds = time.time() - t0
     return summary
 
@@ -430,24 +502,33 @@ def predict_ray(
     progress: bool = True,
     address: str | None = None,
     max_bytes: int | None = None,
+    top_k: int | None = None,
+    min_probability: float | None = None,
 ) -> RayJobSummary:
-    """Predict every sticker at ``locations`` on Ray; one Parquet row each in ``out_dir`` (schema
-    :func:`predict_schema`). Stickers whose hash is already there are skipped.
+    """Predict every sticker at ``locations`` on Ray; one row per path and model fingerprint in the Delta table
+    ``out_dir`` (schema :func:`predict_schema`). The (path, sha256) pairs with a success row of this model's
+    fingerprint are skipped; rows of other fingerprints stay beside this run's.
 
     Args:
         locations: local paths or object-store URIs (:func:`mghft.scale.inputs.list_inputs`).
-        out_dir: the output folder (created; appended to).
+        out_dir: the output table's folder (created; merged into).
         model: a checkpoint folder every Ray node can read, or a Hugging Face Hub repo id.
-        batch_size: stickers per forward pass and per output file.
+        batch_size: stickers per forward pass.
         num_actors: model replicas (each loads the model once).
         gpus_per_actor: GPUs each replica holds (0: CPU).
         cpus_per_actor: CPUs Ray reserves per replica.
         threads_per_actor: torch threads per CPU replica (default: torch's).
         calibrated, emoji, max_pixels: as :func:`mghft.load_predictor`.
-        store: a description store every node can read (views for the stickers it holds), or ``None``.
+        store: a description store every node can read (views for the stickers it holds; opened read-only), or
+            ``None``.
         progress: Ray Data's progress bars.
         address: Ray cluster address (default ``RAY_ADDRESS``, else a local Ray).
         max_bytes: largest sticker file read.
+        top_k, min_probability: several emotions per sticker in the ``emotions`` column
+            (:func:`mghft.selection.select_emotions`); part of the fingerprint.
+
+    Raises:
+        FingerprintMismatchError: an actor loaded another model than the driver (named part by part).
     """
     from mghft.scale.inputs import MAX_STICKER_BYTES
 
@@ -457,14 +538,31 @@ def predict_ray(
         "emoji": emoji,
         "max_pixels": max_pixels,
         "batch_size": batch_size,
-        "threads": threads_per_actor,
     }
+    store_arg = str(store) if store else None
+    from mghft.selection import check_selection
+
+    selection = {"top_k": top_k, "min_probability": min_probability}
+    driver = _load_predictor(str(model), {**options, "device": "cpu"}, store_arg)
+    check_selection(top_k, min_probability, len(driver.class_names))
+    fingerprint = predict_fingerprint(driver, selection)
+    schema = predict_schema(driver.class_names)
+    if driver.interpreter is not None:
+        driver.interpreter.close()
+    del driver
     return _run(
         locations,
         Path(out_dir),
         _PredictActor,
-        {"model": str(model), "options": options, "store": str(store) if store else None},
-        successes_only=False,
+        {
+            "model": str(model),
+            "options": {**options, "threads": threads_per_actor},
+            "store": store_arg,
+            "selection": selection,
+        },  # fmt: skip
+        kind="predict",
+        fingerprint=fingerprint,
+        schema=schema,
         batch_size=batch_size,
         num_actors=num_actors,
         gpus_per_actor=gpus_per_actor,
@@ -489,9 +587,9 @@ def interpret_ray(
     address: str | None = None,
     max_bytes: int | None = None,
 ) -> RayJobSummary:
-    """Describe every sticker at ``locations`` on Ray; one Parquet row each in ``out_dir`` (schema
-    :func:`interpret_schema`). Stickers already described there are skipped; failures are recorded with their
-    ``error`` and described again on the next run.
+    """Describe every sticker at ``locations`` on Ray; one row per path and writer fingerprint (backend, model,
+    prompt version) in the Delta table ``out_dir`` (schema :func:`interpret_schema`). Stickers this writer already
+    described there are skipped; failures are recorded with their ``error`` and described again on the next run.
 
     Args:
         backend_factory: a picklable callable returning the backend (each actor builds its own).
@@ -501,12 +599,15 @@ def interpret_ray(
     """
     from mghft.scale.inputs import MAX_STICKER_BYTES
 
+    fingerprint = interpret_fingerprint(backend_factory(), max_side)
     return _run(
         locations,
         Path(out_dir),
         _InterpretActor,
         {"backend_factory": backend_factory, "concurrency": concurrency, "max_side": max_side},
-        successes_only=True,
+        kind="interpret",
+        fingerprint=fingerprint,
+        schema=interpret_schema(),
         batch_size=batch_size,
         num_actors=num_actors,
         gpus_per_actor=0.0,
@@ -517,14 +618,32 @@ def interpret_ray(
     )
 
 
-def import_descriptions(out_dir: str | Path, store: Any, *, overwrite: bool = False) -> tuple[int, int]:
-    """Put the successful rows of an interpret output into a description store; returns (added, failures)."""
+def import_descriptions(
+    out_dir: str | Path, store: Any, *, overwrite: bool = False, fingerprint: str | None = None
+) -> tuple[int, int]:
+    """Put the successful rows of an interpret output into a description store; returns (added, failures).
+
+    Args:
+        fingerprint: the writer whose rows to import (a prefix of 8+ hex digits); required when the table holds
+            several.
+
+    Raises:
+        MghftError: not an interpret output; several writers and no ``fingerprint`` (they are listed).
+    """
     from mghft.interpret import Description
 
-    table = read_output(out_dir)
-    missing = [c for c in INTERPRET_COLUMNS if c not in table.column_names]
-    if missing:
-        raise MghftError(f"{out_dir}: not an interpret output (no column {missing[0]!r})")
+    if out_table.table_kind(out_dir) != "interpret":
+        raise MghftError(f"{out_dir}: not an interpret output", hint="give the --out folder of `mghft interpret "
+                         "--engine ray`")  # fmt: skip
+    if fingerprint is None:
+        have = out_table.fingerprints(out_dir)
+        if len(have) > 1:
+            listed = "; ".join(f"{f}: {n} rows" for f, n in sorted(have.items()))
+            raise MghftError(
+                f"{out_dir} holds the rows of {len(have)} writers: {listed}",
+                hint="choose one with --fingerprint (its column fingerprint_parts says which writer it is)",
+            )
+    table = read_output(out_dir, fingerprint)
     added = failed = 0
     for row in table.to_pylist():
         if row["error"] is not None:
@@ -545,8 +664,9 @@ def import_descriptions(out_dir: str | Path, store: Any, *, overwrite: bool = Fa
 
 
 __all__ = [
+    "ATTEMPTS",
+    "FingerprintMismatchError",
     "RayJobSummary",
-    "existing_keys",
     "import_descriptions",
     "interpret_ray",
     "interpret_schema",

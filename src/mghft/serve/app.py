@@ -154,11 +154,19 @@ class ExplanationOut(BaseModel):
     stages: list[dict[str, Any]] = Field(description="per stage: grid [H, W] and the picked patch indices")
 
 
+class EmotionOut(BaseModel):
+    label: str
+    probability: float = Field(description="the (calibrated) probability of this emotion")
+
+
 class PredictionOut(BaseModel):
     name: str
     label: str
     confidence: float
     probabilities: dict[str, float]
+    emotions: list[EmotionOut] | None = Field(
+        None, description="with top_k or min_probability: the chosen emotions, most probable first"
+    )
     views: dict[str, str | None] = Field(description="the text the model read per view (null: absent)")
     view_source: str = Field(description="given, interpreter or absent")
     sha256: str
@@ -457,9 +465,16 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         },
     )
     async def predict(
-        request: Request, explain: bool = Query(True, description="add the explanation to each prediction")
+        request: Request,
+        explain: bool = Query(True, description="add the explanation to each prediction"),
+        top_k: int | None = Query(None, ge=1, description="several emotions per sticker: the K most probable"),
+        min_probability: float | None = Query(
+            None, gt=0, le=1, description="several emotions per sticker: those with probability at least P"
+        ),
     ) -> JSONResponse:
         _check_api_key(request, settings.api_key)
+        if top_k is not None and top_k > len(predictor.class_names):
+            raise _http(422, f"top_k {top_k}: the model has {len(predictor.class_names)} classes")
         if not state["ready"]:
             raise _http(503, "the model is not ready yet", {"Retry-After": "1"})
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -489,9 +504,13 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             preds = await asyncio.wait_for(asyncio.wrap_future(future), settings.timeout_s)
         except asyncio.TimeoutError:
             raise _http(504, f"no result within {settings.timeout_s} s") from None
-        return JSONResponse(
-            {"model": predictor.name, "predictions": [p.to_dict(explain=explain) for p in preds]},
-        )
+        out = [p.to_dict(explain=explain) for p in preds]
+        if top_k is not None or min_probability is not None:
+            from mghft.selection import select_emotions
+
+            for d, p in zip(out, preds, strict=True):
+                d["emotions"] = select_emotions(p.probabilities, top_k=top_k, min_probability=min_probability)
+        return JSONResponse({"model": predictor.name, "predictions": out})
 
     page_policy = (
         "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; frame-ancestors 'none'; "

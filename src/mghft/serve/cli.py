@@ -57,7 +57,7 @@ def register(sub: Any) -> None:
     p.add_argument("--model", required=True, help="checkpoint folder or Hugging Face Hub repo id")
     p.add_argument("--out", type=local_path,
                    help="output file: .csv or .jsonl (its extension picks the format); with --engine ray a folder "
-                   "(Parquet); optional with a sticker pack")  # fmt: skip
+                   "(a Delta Lake table); optional with a sticker pack")  # fmt: skip
     p.add_argument("--format", choices=("csv", "jsonl"), help="output format, whatever --out's extension")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--workers", type=int, metavar="N",
@@ -80,6 +80,11 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help="JSON {label: emoji} overriding the checkpoint's emoji for each emotion",
     )
+    g.add_argument("--top-k", type=int, metavar="K",
+                   help="several emotions per sticker: the K most probable, each with its probability, in an "
+                   "'emotions' column (with --min-probability: both must hold)")  # fmt: skip
+    g.add_argument("--min-probability", type=float, metavar="P",
+                   help="several emotions per sticker: those whose (calibrated) probability is at least P")  # fmt: skip
     g.add_argument(
         "--whatsapp-pack",
         type=Path,
@@ -164,7 +169,8 @@ def _build_interpreter(args: argparse.Namespace) -> Any:
         return None
     from mghft.interpret import DescriptionStore, Interpreter, build_backend
 
-    store = DescriptionStore(args.store) if args.store else None
+    # views only looked up (no --interpreter): the store is read where it is, never written
+    store = DescriptionStore(args.store, read_only=not args.interpreter) if args.store else None
     if not args.interpreter:
         from mghft.serve.predictor import StoreOnlyInterpreter
 
@@ -227,11 +233,13 @@ def _save_overlay(image: Any, target: Path) -> None:
         raise
 
 
-def _row(pred: Any, classes: list[str], overlay: str) -> dict[str, Any]:
+def _row(pred: Any, classes: list[str], overlay: str, emotions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     from mghft.views import VIEWS
 
     row: dict[str, Any] = {"path": pred.name, "label": pred.label, "confidence": round(pred.confidence, 6)}
     row["emoji"] = " ".join(pred.emoji)
+    if emotions is not None:  # "anger:0.61 happiness:0.30": every chosen emotion with its probability
+        row["emotions"] = " ".join(f"{e['label']}:{e['probability']:.6g}" for e in emotions)
     for c in classes:
         row[f"p_{c}"] = round(pred.probabilities[c], 6)
     row["view_source"] = pred.view_source
@@ -255,9 +263,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from mghft.emoji import read_emoji_map, telegram_stickers, unique_files, whatsapp_stickers
     from mghft.errors import MghftError
     from mghft.resources import cap_workers
+    from mghft.selection import check_selection, selecting
     from mghft.serve.overlay import labelled_overlay
     from mghft.serve.predictor import load_predictor
 
+    check_selection(args.top_k, args.min_probability)
     if args.engine == "ray":
         from mghft.scale.cli import predict_with_ray
 
@@ -295,6 +305,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         calibrated=not args.uncalibrated,
         emoji=read_emoji_map(args.emoji_map) if args.emoji_map else None,
     )
+    check_selection(args.top_k, args.min_probability, len(predictor.class_names))
     if packs and not predictor.emoji:
         print("error: this model's classes have no emoji; give --emoji-map FILE with one per class", file=sys.stderr)
         return 2
@@ -319,7 +330,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     done, skipped = 0, len(found.skipped)
     tags: dict[Path, list[str]] = {}
-    writer = _Writer(out, fmt, predictor.class_names, explain=True) if out is not None else None
+    selection = None
+    if selecting(args.top_k, args.min_probability):
+        selection = {"top_k": args.top_k, "min_probability": args.min_probability}
+    writer = _Writer(out, fmt, predictor.class_names, explain=True, selection=selection) if out is not None else None
     bar = tqdm(total=len(files), unit="img", disable=args.no_progress, file=sys.stderr)
     try:
         workers = cap_workers(4 if args.workers is None else args.workers, "--workers", asked=args.workers is not None)
@@ -380,12 +394,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     )
     if skipped and not done:
         raise MghftError(f"none of the {skipped} image file(s) could be read (each is named above)")
+    _refuse_invalid_packs(meta["packs"])
     return 0
 
 
 def _fill_packs(args: argparse.Namespace, tags: dict[Path, list[str]]) -> list[dict[str, Any]]:
-    """Write the predicted emoji into each sticker pack given (stickers that could not be read keep theirs)."""
-    from mghft.emoji import fill_telegram, fill_whatsapp
+    """Write the predicted emoji into each sticker pack given (stickers that could not be read keep theirs), then
+    check each pack as its platform would (``problems``: each sticker it would refuse, with the rule)."""
+    from mghft.emoji import fill_telegram, fill_whatsapp, pack_problems
 
     done = []
     for kind, paths, fill in (
@@ -395,34 +411,60 @@ def _fill_packs(args: argparse.Namespace, tags: dict[Path, list[str]]) -> list[d
         for p in paths:
             path, filled = fill(p, tags)
             print(f"{kind}: emoji for {filled} stickers written into {path}", file=sys.stderr)
-            done.append({"kind": kind, "file": str(path), "filled": filled})
+            done.append({"kind": kind, "file": str(path), "filled": filled, "problems": pack_problems(kind, p)})
     return done
+
+
+def _refuse_invalid_packs(packs: list[dict[str, Any]]) -> None:
+    """Stop (after the packs were written) when a pack would still be refused by its platform.
+
+    Raises:
+        InvalidPackError: naming each sticker and the rule it breaks.
+    """
+    from mghft.emoji import InvalidPackError
+
+    problems = [p for pack in packs for p in pack["problems"]]
+    if problems:
+        shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise InvalidPackError(
+            f"{len(problems)} sticker(s) would be refused by their platform (the tags found were written):\n  {shown}",
+            hint="make the stickers named readable and run again, or give them emoji by hand",
+        )
 
 
 class _Writer:
     """Rows to CSV (header from the first row) or JSONL, flushed per batch so a crash keeps what was done."""
 
-    def __init__(self, path: Path, fmt: str, classes: list[str], explain: bool) -> None:
+    def __init__(
+        self, path: Path, fmt: str, classes: list[str], explain: bool, selection: dict[str, Any] | None = None
+    ) -> None:
         import csv
 
         self.fmt = fmt
         self.classes = classes
+        self.selection = selection  # {"top_k", "min_probability"} when several emotions per sticker are asked for
         self.fh = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by close()
         self.csv = None
         if fmt == "csv":
             from mghft.views import VIEWS
 
-            cols = ["path", "label", "confidence", "emoji", *(f"p_{c}" for c in classes), "view_source"]
+            cols = ["path", "label", "confidence", "emoji", *(["emotions"] if selection else [])]
+            cols += [*(f"p_{c}" for c in classes), "view_source"]
             cols += ["calibration", "temperature"]
             cols += [f"view_{v}" for v in VIEWS] + [f"weight_{v}" for v in VIEWS] + ["overlay"]
             self.csv = csv.DictWriter(self.fh, fieldnames=cols)
             self.csv.writeheader()
 
     def write(self, pred: Any, overlay: str) -> None:
+        from mghft.selection import select_emotions
+
+        emotions = select_emotions(pred.probabilities, **self.selection) if self.selection else None
         if self.csv is not None:
-            self.csv.writerow({k: csv_cell(v) for k, v in _row(pred, self.classes, overlay).items()})
+            self.csv.writerow({k: csv_cell(v) for k, v in _row(pred, self.classes, overlay, emotions).items()})
         else:
             d = pred.to_dict(explain=True)
+            if emotions is not None:
+                d["emotions"] = emotions
             d["path"] = d.pop("name")
             if overlay:
                 d["overlay"] = overlay

@@ -195,7 +195,7 @@ def attach_descriptions(index: DatasetIndex, store_path: str | None) -> list[dic
 
     out: list[dict[str, str] | None] = []
     missing = 0
-    with DescriptionStore(store_path, must_exist=True) as store:
+    with DescriptionStore(store_path, read_only=True) as store:
         for s in index.samples:
             desc = store.get(image_sha256(s.path))
             out.append(dict(desc.views) if desc else None)
