@@ -298,6 +298,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print("error: this model's classes have no emoji; give --emoji-map FILE with one per class", file=sys.stderr)
         return 2
     predictor.interpreter = interpreter
+    if interpreter is None and predictor.model.cfg.arch == "text_only":
+        print(
+            f"warning: {args.model} is a text_only model: it classifies view texts only, so without views every "
+            "image gets the same prediction (give --interpreter offline or a --store with descriptions)",
+            file=sys.stderr,
+        )
     explain_dir: Path | None = None
     if args.explain is not None:
         if not args.explain and out is None:
