@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mghft.cli_args import local_path
+from mghft.cli_args import COUNT, COUNT_OR_ZERO, local_path
 
 
 def register(sub: Any) -> None:
@@ -23,8 +23,10 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=local_path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
     p.add_argument("--size", choices=("full", "small"), default="full",
                    help="full: the demo (a few minutes); small: a quick check that the pipeline runs")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="seed of the dataset variants and of training")
-    p.add_argument("--epochs", type=int, help="training epochs (default: the size's)")
+    p.add_argument(
+        "--seed", type=COUNT_OR_ZERO, default=0, help="seed of the dataset variants and of training (0 is a seed)"
+    )
+    p.add_argument("--epochs", type=COUNT, help="training epochs (default: the size's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_cmd_demo)
 
