@@ -158,8 +158,10 @@ def run_config_path(model: str) -> Path | None:
 
 def _run_config(args: argparse.Namespace) -> Any:
     """The training config of the checkpoint's run: ``--config``, else the ``train.yaml`` beside it."""
+    from mghft.hub import read_checkpoint_meta, resolve_checkpoint_dir
     from mghft.train.config import TrainConfig
 
+    read_checkpoint_meta(resolve_checkpoint_dir(args.model))  # the same words as predict, serve and export
     if args.config is not None:
         return TrainConfig.from_file(_config_file(args.config, "--config"), args.overrides)
     found = run_config_path(args.model)
