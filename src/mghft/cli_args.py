@@ -113,7 +113,7 @@ def sqlite_problem(path: Path) -> str | None:
         head = fh.read(len(SQLITE_MAGIC))
     if head == SQLITE_MAGIC:
         return None
-    return f"{path} is not a SQLite database ({_looks_like(path)})"
+    return f"{path} is not a SQLite database ({looks_like(path)})"
 
 
 def jsonl_problem(path: Path) -> str | None:
@@ -134,11 +134,11 @@ def jsonl_problem(path: Path) -> str | None:
                     return None
             except ValueError:
                 pass
-            return f"{path} is not JSONL: its first line is not a JSON object ({_looks_like(path)})"
+            return f"{path} is not JSONL: its first line is not a JSON object ({looks_like(path)})"
     return None
 
 
-def _looks_like(path: Path) -> str:
+def looks_like(path: Path) -> str:
     """A few words on what a file seems to be, from its first bytes, for an error message."""
     with open(path, "rb") as fh:
         head = fh.read(4096)

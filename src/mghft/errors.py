@@ -41,3 +41,15 @@ class UnknownNameError(UsageError, KeyError):
 
 class DataError(MghftError, ValueError):
     """The data cannot serve the run as configured (e.g. a split left empty); the message names the dataset."""
+
+
+def did_you_mean(word: str, choices: object) -> str:
+    """``" (did you mean 'test'?)"`` for the choice closest to a mistyped ``word``, or ``""`` when none is close.
+
+    ``choices`` is any iterable of strings (choices of a flag, config fields, provider names).
+    """
+    import difflib
+
+    names = [str(c) for c in choices]  # type: ignore[attr-defined]
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mghft.cli_args import COUNT, COUNT_OR_ZERO, local_path
+from mghft.errors import UsageError
 
 
 def register(sub: Any) -> None:
@@ -34,6 +35,11 @@ def register(sub: Any) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mghft.demo.pipeline import run_demo, summary_lines
 
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(
+            f"--out {args.out} is a file; the demo writes a folder (dataset, descriptions, runs, gallery)",
+            hint=f"give a new folder, e.g. --out {args.out.with_suffix('')}-demo",
+        )
     try:
         r = run_demo(args.out, args.size, seed=args.seed, epochs=args.epochs, progress=not args.no_progress)
     except ImportError as e:

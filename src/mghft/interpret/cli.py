@@ -199,7 +199,7 @@ def list_images(paths: Sequence[Path]) -> list[str]:
 
 
 def _backend(args: argparse.Namespace, *, offline_ok: bool) -> Any:
-    from mghft.interpret.backends import build_backend
+    from mghft.interpret.backends import BackendSpecError, build_backend
     from mghft.interpret.clients import RetryPolicy
 
     if not offline_ok and args.backend.strip().lower() == "offline":
@@ -222,10 +222,12 @@ def _backend(args: argparse.Namespace, *, offline_ok: bool) -> Any:
             token_param=args.token_param,
             max_response_bytes=int(args.max_response_mb * 2**20),
         )
+    except BackendSpecError as err:
+        raise UsageError(f"--backend {err}", hint=err.hint) from None
     except UsageError:
         raise
     except ValueError as err:  # a client setting out of range
-        raise UsageError(str(err), hint="see mghft interpret --help for --backend and --base-url") from None
+        raise UsageError(str(err), hint=f"'mghft {args.command} --help' lists --backend and --base-url") from None
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -304,7 +306,9 @@ def _cmd_interpret(args: argparse.Namespace) -> int:
     if summary.interrupted:
         return 130
     if summary.fatal_error:  # one message naming the (redacted) URL, and the fix
-        raise FatalBackendError(summary.fatal_error, hint=summary.fatal_hint or None)
+        fatal = FatalBackendError(summary.fatal_error, hint=summary.fatal_hint or None)
+        fatal.exit_code = summary.fatal_exit_code
+        raise fatal
     return 1 if summary.failed or summary.unreadable else 0
 
 

@@ -89,6 +89,7 @@ class RunSummary:
     interrupted: bool = False
     fatal_error: str = ""
     fatal_hint: str = ""
+    fatal_exit_code: int = 2  # 1 when the server could not be reached at all (found at run time)
     errors: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     """What the client changed or noticed (a parameter switched for a server, an endpoint unreachable)."""
@@ -346,6 +347,7 @@ async def describe_plan(
     def stopped(err: FatalBackendError) -> None:
         summary.fatal_error = str(err)
         summary.fatal_hint = err.hint or ""
+        summary.fatal_exit_code = err.exit_code
         summary.notes = _client_notes(backend)
 
     preflight = getattr(backend, "preflight", None)

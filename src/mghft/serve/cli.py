@@ -178,7 +178,7 @@ def _build_interpreter(args: argparse.Namespace) -> Any:
     except ValueError as err:  # an unknown provider, a missing key or URL: the flag is at fault
         if store is not None:
             store.close()
-        raise UsageError(f"--interpreter {args.interpreter}: {err}") from None
+        raise UsageError(f"--interpreter {err}", hint=getattr(err, "hint", None)) from None
     return Interpreter(backend, store, reuse=args.reuse)
 
 
