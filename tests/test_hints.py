@@ -35,7 +35,7 @@ def test_a_mistyped_interpreter_gets_the_closest(tmp_path: Path, capsys: pytest.
     sticker(0).save(image)
     argv = ["predict", str(image), "--model", "m", "--out", str(tmp_path / "p.csv"), "--interpreter", "offlne"]
     code, err = _run(argv, capsys)
-    assert code == 2 and err.startswith("error: --interpreter 'offlne'") and "did you mean 'offline'?" in err, err
+    assert code == 2 and err.startswith("error: --interpreter offlne is not") and "did you mean 'offline'?" in err, err
     assert "unexpected" not in err
 
 

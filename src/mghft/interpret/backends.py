@@ -281,9 +281,9 @@ def build_backend(
     provider = PROVIDERS.get(provider_name.strip().lower())
     if not sep or provider is None or not model.strip():
         known = ["offline", *(f"{p}:" for p in PROVIDERS)]
-        guess = did_you_mean(spec if sep else spec.strip().lower(), known) or did_you_mean(f"{provider_name}:", known)
+        guess = did_you_mean(spec.strip().lower(), known, 0.75) or did_you_mean(f"{provider_name}:", known, 0.75)
         raise BackendSpecError(
-            f"{spec!r} is not 'offline' nor '<provider>:<model>' with provider in {sorted(PROVIDERS)}{guess}",
+            f"{spec} is not 'offline' nor '<provider>:<model>' with provider in {sorted(PROVIDERS)}{guess}",
             hint="e.g. offline, vllm:Qwen/Qwen2.5-VL-7B-Instruct or openai:gpt-4o",
         )
     urls = [u.rstrip("/") for u in base_urls] or [provider.base_url]
