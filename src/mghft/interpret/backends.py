@@ -158,7 +158,7 @@ def visual_cues(image: Any) -> dict[str, str]:
     elif colourfulness > 60:
         palette = "vivid, saturated colours"
     else:
-        palette = "moderately coloured"
+        palette = "moderate colours"
     rendering = (
         "flat areas of few colours, like a cartoon or drawing"
         if top8_share > 0.8
@@ -195,7 +195,7 @@ class OfflineBackend:
     """
 
     name = "offline"
-    model = "ocr+cues-2"
+    model = "ocr+cues-3"  # bumped whenever the wording changes: a store keeps writers apart
     prompt_version = "offline-2"
 
     def __init__(self, *, ocr: bool = True) -> None:

@@ -119,7 +119,7 @@ class RunSummary:
             f"described {self.described}, skipped (already done) {self.skipped}, failed {self.failed}, "
             f"remaining {self.remaining} of {self.todo} to do",
             f"listed {self.listed}: {self.duplicates} duplicate content, {self.out_of_shard} in other shards, "
-            f"{self.unreadable} unreadable files",
+            f"{self.unreadable} unreadable file{'' if self.unreadable == 1 else 's'}",
             f"requests {self.requests}, tokens {self.prompt_tokens} in + {self.completion_tokens} out, "
             f"{self.elapsed_s:.1f} s ({self.as_dict()['images_per_s']} images/s)",
         ]
@@ -394,6 +394,7 @@ async def describe_plan(
                     prepare_image, data, source=str(item.path), max_side=max_side, sha256=actual
                 )
             except (ImageLoadError, OSError) as err:
+                summary.unreadable += 1  # found when read for sending, not when listed: counted alike
                 fail(sha, item, f"unreadable image: {err}")
                 tick()
                 continue
