@@ -84,6 +84,7 @@ def _settings(path: Path, datasets: dict[str, Path], out: Path) -> list[str]:
     return sets
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(p.parents[1])) for p in CONFIGS])
 def test_every_shipped_config_trains_a_model_every_command_accepts(
     path: Path, datasets: dict[str, Path], tmp_path: Path

@@ -47,7 +47,7 @@ function readImage(file) {
 function clearResult() {
   current = null;
   $("result").hidden = true;
-  for (const id of ["label", "confidence", "calibration", "view-source"]) $(id).textContent = "";
+  for (const id of ["label", "confidence", "calibration", "view-source", "emoji-credit"]) $(id).textContent = "";
   for (const id of ["emoji", "probs", "views"]) $(id).replaceChildren();
   draw();
 }
