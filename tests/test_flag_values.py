@@ -93,3 +93,27 @@ def test_import_jsonl_given_a_csv_names_the_file(tmp_path: Path, capsys: pytest.
     err = capsys.readouterr().err
     assert f"{csv_file}" in err and "not JSONL" in err and "unexpected" not in err, err
     assert not store.exists()  # refused before anything was opened or created
+
+
+@pytest.mark.parametrize("command", ["predict", "serve"])
+def test_a_device_the_machine_lacks_is_named_before_any_work(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from tests.test_serve_api import make_checkpoint, sticker
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    model = make_checkpoint(tmp_path / "run" / "best")
+    image = tmp_path / "a.png"
+    sticker(0).save(image)
+    argv = {
+        "predict": ["predict", str(image), "--model", str(model), "--out", str(tmp_path / "p.csv")],
+        "serve": ["serve", "--model", str(model)],
+    }[command]
+    for device, words in (("cuda", "no CUDA GPU"), ("gpu", "not a device")):
+        assert main([*argv, "--device", device]) == 2
+        err = capsys.readouterr().err
+        assert f"error: --device {device}: " in err and words in err and "unexpected" not in err, err
+    assert not (tmp_path / "p.csv").exists()

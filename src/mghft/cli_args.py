@@ -180,3 +180,34 @@ def jsonl_file(text: str) -> Path:
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return path
+
+
+def check_device(text: str | None, flag: str = "--device") -> None:
+    """Refuse a ``--device`` this machine does not have (``cuda`` without a GPU, ``cuda:3`` of two, a typo) before
+    any work starts.
+
+    Raises:
+        UsageError: naming the flag, what the machine has and the fix.
+    """
+    if text is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"{flag} {text}: not a device", hint=f"e.g. {flag} cpu or {flag} cuda:0") from None
+    if device.type == "cpu":
+        return
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(
+                f"{flag} {text}: this machine has no CUDA GPU that torch can use",
+                hint=f"{flag} cpu, or leave {flag} out (cuda when available)",
+            )
+        if device.index is not None and device.index >= count:
+            raise UsageError(f"{flag} {text}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})")
+        return
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"{flag} {text}: MPS is not available here", hint=f"{flag} cpu")

@@ -78,6 +78,8 @@ def emoji_artwork() -> Any:
         return None
 
     return find
+
+
 API_KEY_ENV = "MGHFT_API_KEY"
 DESCRIPTION_FIELDS = ("descriptions", "description")
 """Multipart fields holding view texts; every other part is an image."""

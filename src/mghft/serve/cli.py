@@ -9,7 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mghft.cli_args import COUNT, COUNT_OR_ZERO, NON_NEGATIVE, POSITIVE, local_path, number, sqlite_file
+from mghft.cli_args import (
+    COUNT,
+    COUNT_OR_ZERO,
+    NON_NEGATIVE,
+    POSITIVE,
+    check_device,
+    local_path,
+    number,
+    sqlite_file,
+)
 from mghft.errors import UsageError
 from mghft.scale.cli import add_engine_args
 
@@ -288,6 +297,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not files:
         print(f"error: no image files under {' '.join(map(str, args.paths))}", file=sys.stderr)
         return 1
+    check_device(args.device)
     interpreter = _build_interpreter(args)
     predictor = load_predictor(
         args.model,
@@ -488,6 +498,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from mghft.serve.guard import bind_socket
     from mghft.serve.predictor import load_predictor
 
+    check_device(args.device)
     try:
         key = args.api_key_file.read_text(encoding="utf-8").strip() if args.api_key_file else None
     except OSError as e:
