@@ -174,7 +174,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
         "interpret-bad-backend",
         ["interpret", "{image}", "--store", "{tmp}/s.sqlite", "--backend", "nope"],
         2,
-        "--backend 'nope'",
+        "--backend nope is not 'offline'",
     ),
     (
         "interpret-bad-shard",

@@ -67,7 +67,9 @@ def test_page_says_the_probabilities_are_calibrated(calibrated: Path, tmp_path: 
             page.wait_for_selector("#label:not(:empty)")  # a selector: the page's CSP forbids eval
             assert page.text_content("#confidence") == f"{100 * want.confidence:.1f}%"
             assert "calibrated on the validation split" in page.text_content("#calibration")
-            assert page.text_content("#emoji") == " ".join(want.emoji)
+            page.wait_for_selector("#emoji img.emoji")
+            shown = page.eval_on_selector_all("#emoji img", "els => els.map(e => e.alt)")
+            assert shown == list(want.emoji)
         finally:
             browser.close()
     assert json.dumps(want.to_dict(explain=False))  # serialisable as the API sends it

@@ -242,7 +242,7 @@ def test_serve_names_the_flags_of_an_impossible_queue(checkpoint: Path, capsys: 
     assert "--max-images (32) exceeds --queue-size (8)" in err and "ServeSettings" not in err
     assert "raise --queue-size to at least 32" in err
     err = _usage_error(capsys, _serve_args(checkpoint, "--header-timeout", "0"))
-    assert "--header-timeout must be positive" in err
+    assert "argument --header-timeout: must be a number > 0, got 0" in err
 
 
 def test_serve_on_a_taken_port_is_one_error_line(checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:

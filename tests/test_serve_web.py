@@ -131,3 +131,43 @@ def test_the_api_link_works_offline(page: object, server: BackgroundServer) -> N
     finally:
         docs.close()
     assert outside == []
+
+
+_EMOJI_DRAWN = """() => Array.from(document.querySelectorAll('#emoji img')).map(
+  (e) => ({ alt: e.alt, complete: e.complete, width: e.naturalWidth }))"""
+
+
+def test_a_new_request_clears_the_old_result_and_emoji_are_drawn_from_served_artwork(
+    page: object, predictor: Predictor, tmp_path: Path
+) -> None:
+    good = tmp_path / "happy.png"
+    sticker(13).save(good)
+    want = predictor.predict([good])[0]
+    page.set_input_files("#file", str(good))
+    page.wait_for_selector("#label:not(:empty)")
+    assert page.text_content("#label") == want.label
+    if want.emoji:  # drawn from the service's own artwork: no emoji font needed
+        page.wait_for_function("() => Array.from(document.querySelectorAll('#emoji img')).every(e => e.complete)")
+        drawn = page.evaluate(_EMOJI_DRAWN)
+        assert [d["alt"] for d in drawn] == list(want.emoji) and all(d["width"] > 0 for d in drawn), drawn
+        assert "Twemoji" in page.text_content("#emoji-credit")
+    shots = Path(os.environ.get("MGHFT_SCREENSHOTS", tmp_path))  # set it to look at the page
+    page.screenshot(path=str(shots / "answer.png"))
+    bad = tmp_path / "broken.png"
+    bad.write_text("not a picture", encoding="utf-8")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#status.error")
+    assert "broken.png" in page.text_content("#status")
+    assert page.is_hidden("#result") and page.text_content("#label") == "", "the previous answer stayed"
+    assert page.eval_on_selector_all("#probs li", "els => els.length") == 0
+    page.screenshot(path=str(shots / "after-error.png"))
+
+
+def test_the_service_serves_emoji_artwork_by_code_point(server: BackgroundServer) -> None:
+    import httpx
+
+    r = httpx.get(server.url + "/emoji/1f604.svg")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml") and b"<svg" in r.content
+    for bad in ("..%2Fapp.py", "1f604.png", "zz.svg", "1f604"):
+        assert httpx.get(server.url + f"/emoji/{bad}").status_code == 404, bad
+    assert "Twemoji" in httpx.get(server.url + "/v1/model").json()["emoji_artwork"]

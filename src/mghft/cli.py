@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from mghft.errors import MghftError, UsageError
+from mghft.errors import MghftError, UsageError, did_you_mean
 
 _COMMAND_MODULES: tuple[str, ...] = (
     "mghft.models.cli",
@@ -54,14 +55,47 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """An argparse parser whose mistakes are :class:`UsageError`\\ s (one ``error:`` line, exit code 2)."""
+    """An argparse parser whose mistakes are :class:`UsageError`\\ s (one ``error:`` line, exit code 2) naming the
+    subcommand's ``--help`` and, for a mistyped choice or option, the closest one."""
+
+    _innermost: ArgumentParser | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        ArgumentParser._innermost = self  # the last one entered is the subcommand's: its help is the one to name
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        ArgumentParser._innermost = self
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            ArgumentParser._innermost.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}", hint=f"'{self.prog} --help' lists the arguments")
+        raise UsageError(
+            f"{self.prog}: {message}{self._guess(message)}", hint=f"'{self.prog} --help' lists the arguments"
+        )
+
+    def _guess(self, message: str) -> str:
+        """ " (did you mean …?)" for a mistyped choice or option, from argparse's own message."""
+        choice = re.search(r"argument (\S+): invalid choice: '(.*?)' \(choose from (.*)\)$", message)
+        if choice:
+            flag, word, listed = choice.groups()
+            guess = did_you_mean(word, re.findall(r"'([^']*)'", listed) or listed.split(", "))
+            return guess.replace("did you mean '", f"did you mean '{flag} " if flag.startswith("-") else "'", 1)
+        unknown = re.match(r"unrecognized arguments: (.*)$", message)
+        if unknown:
+            options = [o for o in self._option_string_actions if o.startswith("--")]
+            for word in unknown.group(1).split():
+                if word.startswith("-"):
+                    guess = did_you_mean(word.split("=")[0], options)
+                    if guess:
+                        return guess
+        return ""
 
 
 def build_parser() -> ArgumentParser:

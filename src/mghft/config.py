@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from mghft.errors import UsageError
+from mghft.errors import UsageError, did_you_mean
 
 CONFIG_DOC_HINT = "every config field, its type, default and allowed values: docs/config.md"
 COMPAT_MODES = ("none", "official")
@@ -517,7 +517,10 @@ def _coerce(cls: type, data: dict[str, Any], prefix: str) -> dict[str, Any]:
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"{where}{unknown[0]}: unknown field (known: {sorted(names)})", hint=CONFIG_DOC_HINT)
+        raise ConfigError(
+            f"{where}{unknown[0]}: unknown field{did_you_mean(unknown[0], names)} (known: {sorted(names)})",
+            hint=CONFIG_DOC_HINT,
+        )
     out = {}
     for key, value in data.items():
         if isinstance(value, list):
@@ -551,7 +554,7 @@ def coerce_partial(cls: type, data: Any, prefix: str) -> dict[str, Any]:
     for key, value in data.items():
         where = f"{prefix}.{key}"
         if key not in names:
-            raise ConfigError(f"{where}: unknown field (known: {sorted(names)})")
+            raise ConfigError(f"{where}: unknown field{did_you_mean(key, names)} (known: {sorted(names)})")
         tp = hints[key]
         if dataclasses.is_dataclass(tp) and isinstance(value, dict):
             out[key] = coerce_partial(tp, value, where)

@@ -41,3 +41,26 @@ class UnknownNameError(UsageError, KeyError):
 
 class DataError(MghftError, ValueError):
     """The data cannot serve the run as configured (e.g. a split left empty); the message names the dataset."""
+
+
+def did_you_mean(word: str, choices: object, cutoff: float = 0.6) -> str:
+    """``" (did you mean 'test'?)"`` for the choice closest to a mistyped ``word``, or ``""`` when none is close.
+
+    ``choices`` is any iterable of strings (choices of a flag, config fields, provider names); ``cutoff`` is
+    :func:`difflib.get_close_matches`' similarity threshold (0 to 1).
+    """
+    import difflib
+
+    names = [str(c) for c in choices]  # type: ignore[attr-defined]
+    close = difflib.get_close_matches(word, names, n=1, cutoff=cutoff)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def first_few(items: object, n: int = 5, sep: str = ", ") -> str:
+    """The first ``n`` items joined, and how many more: ``"a, b, c and 137 more"`` (an error line stays short).
+
+    Where the rest matters, the caller writes the whole list to a file and names it in the message.
+    """
+    shown = [str(i) for i in items]  # type: ignore[attr-defined]
+    head = sep.join(shown[:n])
+    return head if len(shown) <= n else f"{head} and {len(shown) - n} more"

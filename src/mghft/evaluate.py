@@ -411,6 +411,68 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
     return path
 
 
+def _plain(value: Any) -> str:
+    """A report value for a reader: a mapping as ``key value; …`` (unset entries left out), a list comma-separated,
+    a number to 4 decimals (never a Python repr)."""
+    if isinstance(value, Mapping):
+        parts = [f"{k.replace('_', ' ')} {_plain(v)}" for k, v in value.items() if v not in (None, "", [], {})]
+        return "; ".join(parts) if parts else "–"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(v) for v in value) if value else "none"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+SER30K_STICKERS = 30_739
+"""Stickers in SER30K's three official split files together (Liu et al., ACM MM 2022)."""
+
+
+def ser30k_split_sizes(data: Any) -> dict[str, int] | None:
+    """Records per official SER30K split file (``Annotations/image-level/{train,val,test}.json``, or those of
+    ``data.annotations``), read from the files; None when ``data.split_file`` replaces them or one is unreadable."""
+    if getattr(data, "split_file", None):
+        return None
+    folder = Path(data.annotations) if data.annotations else Path(data.root) / "Annotations" / "image-level"
+    sizes = {}
+    for name in ("train", "val", "test"):
+        try:
+            records = json.loads((folder / f"{name}.json").read_text(encoding="utf-8")).get("annotations")
+        except (OSError, ValueError, AttributeError):
+            return None
+        sizes[name] = len(records) if isinstance(records, list) else 0
+    return sizes
+
+
+def published_split_problem(split_sizes: Mapping[str, int] | None, evaluated: int, split: str) -> str | None:
+    """Why an evaluation is not on the split the SER30K numbers were published on, or None when it is.
+
+    The published split is recognised by its content: the official split files (``train``, ``val``, ``test``)
+    together hold the :data:`SER30K_STICKERS` stickers of the paper, and every record of ``test`` was evaluated.
+
+    Args:
+        split_sizes: records per official split file; None when the split came from elsewhere (a split file).
+        evaluated: items evaluated.
+        split: the split evaluated.
+    """
+    if split != "test":
+        return f"this is the {split} split; the published numbers are on SER30K's test split"
+    if split_sizes is None:
+        return "the test split comes from a split file, not SER30K's official test.json the numbers were published on"
+    total = sum(split_sizes.get(k, 0) for k in ("train", "val", "test"))
+    if total != SER30K_STICKERS:
+        return (
+            f"this SER30K copy's split files hold {total} stickers (test {split_sizes.get('test', 0)}), not the "
+            f"{SER30K_STICKERS} of the published dataset, so its test split is not the one the numbers were "
+            "measured on"
+        )
+    if evaluated != split_sizes.get("test"):
+        return f"{evaluated} of the {split_sizes.get('test')} test records were evaluated (the others were left out)"
+    return None
+
+
 def _markdown_report(
     metrics: Mapping[str, Any],
     ci: Mapping[str, Mapping[str, float]] | None,
@@ -420,6 +482,7 @@ def _markdown_report(
     provenance: Mapping[str, Any] | None = None,
     warnings: Sequence[str] = (),
     bootstrap: str | None = None,
+    not_compared: str | None = None,
 ) -> str:
     lines = [f"# {title}", ""]
     if warnings:
@@ -427,7 +490,7 @@ def _markdown_report(
         lines += [f"> - {w}" for w in warnings]
         lines.append("")
     for key, value in (extra or {}).items():
-        lines.append(f"- {key}: {value}")
+        lines.append(f"- {key.replace('_', ' ')}: {_plain(value)}")
     lines += [f"- samples: {metrics['n']}"]
     if ci and bootstrap:
         lines.append(f"- 95% CI: {bootstrap}")
@@ -474,6 +537,8 @@ def _markdown_report(
     lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
     if comparison:
         lines += ["## Against published SER30K results (%)", "", comparison]
+    elif not_compared:
+        lines += ["## Against published SER30K results", "", f"Not compared: {not_compared}", ""]
     if provenance:
         lines += ["## Provenance", "", "```json", json.dumps(provenance, indent=2, ensure_ascii=False), "```", ""]
     return "\n".join(lines)
@@ -491,6 +556,7 @@ def write_report(
     provenance: Mapping[str, Any] | None = None,
     warnings: Sequence[str] = (),
     bootstrap: str | None = None,
+    not_compared: str | None = None,
 ) -> dict[str, Path]:
     """Write an evaluation folder.
 
@@ -505,7 +571,9 @@ def write_report(
         title: the report's heading.
         extra: run facts to record (checkpoint, split, dataset ...): written to ``metrics.json`` and listed in the
             report.
-        compare_published: add ``comparison_table`` (only meaningful on the SER30K test split).
+        compare_published: add ``comparison_table`` (SER30K data and classes), unless ``not_compared``.
+        not_compared: why the split is not the one the numbers were published on
+            (:func:`published_split_problem`); the report says so instead of the table.
         selected_on: how the evaluated checkpoint was chosen, for the comparison table.
         provenance: where the model and data came from (``mghft.provenance``), written to ``metrics.json`` and
             as the report's last section.
@@ -531,6 +599,7 @@ def write_report(
         **({"extra": dict(extra)} if extra else {}),
         **({"warnings": list(warnings)} if warnings else {}),
         **({"provenance": dict(provenance)} if provenance else {}),
+        **({"published_comparison": not_compared or "compared"} if compare_published else {}),
     }
     paths["metrics"].write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     with paths["per_class"].open("w", newline="", encoding="utf-8") as f:
@@ -548,7 +617,18 @@ def write_report(
     }
     paths["confusion_json"].write_text(json.dumps(confusion, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     plot_confusion_matrix(metrics["confusion_matrix"], metrics["classes"], paths["confusion_png"])
-    comparison = comparison_table(metrics, ci=ci, selected_on=selected_on) if compare_published else None
-    text = _markdown_report(metrics, ci, title, extra, comparison, provenance, warnings, bootstrap)
+    compared = compare_published and not not_compared
+    comparison = comparison_table(metrics, ci=ci, selected_on=selected_on) if compared else None
+    text = _markdown_report(
+        metrics,
+        ci,
+        title,
+        extra,
+        comparison,
+        provenance,
+        warnings,
+        bootstrap,
+        not_compared if compare_published else None,
+    )
     paths["report"].write_text(text, encoding="utf-8")
     return paths

@@ -69,13 +69,14 @@ class ExportWrapper(nn.Module):
             logits,
             torch.softmax(logits / self.row_temperatures(view_mask).to(logits.dtype)[:, None], dim=-1),
             attn,
-            *[idx for idx, _ in out["local_patches"]],
+            *[idx for idx, _ in out.get("local_patches", [])],
         )
 
 
-def output_names(model: MGHFT) -> list[str]:
-    """Names of the exported outputs, in order."""
-    stages = [i + 1 for i, on in enumerate(model.cfg.fusion.local_stages) if on]
+def output_names(model: nn.Module) -> list[str]:
+    """Names of the exported outputs, in order: a baseline (``text_only``, ``clip``) picks no patches."""
+    local = model.cfg.fusion.local_stages if isinstance(model, MGHFT) else ()
+    stages = [i + 1 for i, on in enumerate(local) if on]
     return ["logits", "probabilities", "view_attention"] + [f"patches_stage{i}" for i in stages]
 
 
@@ -103,7 +104,8 @@ def export_metadata(model: MGHFT, class_names: Sequence[str], preprocess: dict[s
         "text_encoder": model.cfg.text.encoder,
         "text_dim": model.cfg.text.dim,
         "identical_views": model.cfg.text.identical_views,
-        "stage_grids": [list(size) for _, size in out["local_patches"]],
+        "stage_grids": [list(size) for _, size in out.get("local_patches", [])],
+        "arch": model.cfg.arch,
         "inputs": list(INPUT_NAMES),
         "outputs": output_names(model),
         "model": model.cfg.to_dict(),
@@ -221,7 +223,9 @@ class ExportedModel:
         feeds = (images, np.asarray(text_features, dtype=np.float32), np.asarray(view_mask, dtype=bool))
         names = self.metadata.get("outputs") or []
         if self.session is not None:
-            outs = self.session.run(None, dict(zip(INPUT_NAMES, feeds, strict=True)))
+            # an input the graph never reads (a text_only model's images) is not among the session's inputs
+            wanted = {i.name for i in self.session.get_inputs()}
+            outs = self.session.run(None, {k: v for k, v in zip(INPUT_NAMES, feeds, strict=True) if k in wanted})
         else:
             with torch.no_grad():
                 outs = [o.numpy() for o in self.module(*(torch.from_numpy(f) for f in feeds))]

@@ -43,6 +43,10 @@ class CheckpointError(MghftError, ValueError):
     """A checkpoint folder or weights file is missing, unreadable or does not fit; the message names the file."""
 
 
+class NotACheckpointError(UsageError, CheckpointError):
+    """A model path that names something else (an exported file, a store, a run folder): a mistaken invocation."""
+
+
 @dataclass(frozen=True)
 class WeightsEntry:
     """Where a released weights file lives and how to check it.
@@ -278,11 +282,9 @@ def resolve_checkpoint_dir(path_or_repo: str | Path, offline: bool | None = None
         )
     p = Path(path_or_repo)
     if p.exists():
-        if not p.is_dir():
-            raise CheckpointError(
-                f"{p} is a file; a checkpoint is a folder with {WEIGHTS_NAME} and {CONFIG_NAME}",
-                hint="give the folder a training run wrote, e.g. runs/<name>/best",
-            )
+        problem = not_a_checkpoint(p)
+        if problem:
+            raise NotACheckpointError(problem[0], hint=problem[1])
         return p
     s = str(path_or_repo)
     # A path whose parent folder exists here is a mistyped local path, never a Hub repo of the same name.
@@ -302,6 +304,41 @@ def resolve_checkpoint_dir(path_or_repo: str | Path, offline: bool | None = None
             + (" (offline: only the local hub cache was searched)" if offline else "")
             + f": {e}"
         ) from e
+
+
+def not_a_checkpoint(path: Path) -> tuple[str, str] | None:
+    """Why the existing ``path`` is not a checkpoint folder, judged by what it holds, and the fix; None if it is one.
+
+    Every command that takes a model (predict, serve, export, evaluate, calibrate) says the same through this.
+    """
+    fix = "give the checkpoint folder a training run wrote, e.g. runs/<name>/best"
+    if path.is_file():
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+        if head.startswith(b"SQLite format 3\x00"):
+            kind = "a SQLite database (a description store?)"
+        elif path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"pytorch" in head.lower()):
+            kind = "an exported ONNX model"
+            fix = "give the checkpoint folder it was exported from, e.g. runs/<name>/best"
+        elif head[:4] == b"PK\x03\x04":
+            kind = "a zip archive (an exported TorchScript model?)"
+        elif path.suffix.lower() in (".safetensors", ".json"):
+            kind = f"one file of a checkpoint; give its folder, {path.parent}"
+            fix = f"--model {path.parent}"
+        else:
+            kind = "a file"
+        return f"{path} is {kind}, not a checkpoint folder ({WEIGHTS_NAME} and {CONFIG_NAME})", fix
+    if (path / WEIGHTS_NAME).is_file() and (path / CONFIG_NAME).is_file():
+        return None
+    runs = [c.name for c in (path / "best", path / "last") if (c / WEIGHTS_NAME).is_file()]
+    if runs:
+        return f"{path} is a training run folder; its checkpoints are {', '.join(runs)}", f"give {path / runs[0]}"
+    if any(path.glob("*.parquet")) or any(path.glob("*/*.parquet")):
+        return f"{path} is a Parquet output folder (`--engine ray`), not a checkpoint folder", fix
+    if any(c.is_dir() and (c / "best" / WEIGHTS_NAME).is_file() for c in path.iterdir()):
+        return f"{path} holds training runs, not a checkpoint", f"give one run's checkpoint, e.g. {path}/<run>/best"
+    missing = [n for n in (WEIGHTS_NAME, CONFIG_NAME) if not (path / n).is_file()]
+    return f"{path} is not a checkpoint folder: it has no {' and no '.join(missing)}", fix
 
 
 def update_checkpoint_meta(folder: str | Path, **fields: Any) -> None:

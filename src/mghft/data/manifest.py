@@ -24,6 +24,7 @@ from mghft.data.errors import DataFormatError, csv_rows, decode_text, parse_int
 from mghft.data.images import IMAGE_EXTENSIONS
 from mghft.data.records import DatasetIndex, Sample
 from mghft.data.walk import find_images
+from mghft.errors import did_you_mean
 from mghft.views import VIEWS, parse_official_text, unknown_section_headers
 
 _TEXT_FIELDS = ("text", "ocr_text")
@@ -145,7 +146,14 @@ def read_manifest(path: str | Path, *, classes: Sequence[str] | None = None, nam
     for line, row in rows:
         raw_path = row.get("path")
         if not isinstance(raw_path, str) or not raw_path.strip():
-            raise DataFormatError(path, f"missing or empty ({raw_path!r})", line=line, field="path")
+            found = [str(k) for k in row if k]
+            raise DataFormatError(
+                path,
+                f"missing or empty ({raw_path!r}); the columns found are {found}"
+                + ("" if "path" in row else did_you_mean("path", found) + " (a manifest's image column is 'path')"),
+                line=line,
+                field="path",
+            )
         raw_label = row.get("label")
         if isinstance(raw_label, bool) or (raw_label is not None and not isinstance(raw_label, str | int)):
             raise DataFormatError(path, f"expected a class name, got {raw_label!r}", line=line, field="label")

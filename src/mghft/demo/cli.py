@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mghft.cli_args import local_path
+from mghft.cli_args import COUNT, COUNT_OR_ZERO, local_path
+from mghft.errors import UsageError
 
 
 def register(sub: Any) -> None:
@@ -23,8 +24,10 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=local_path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
     p.add_argument("--size", choices=("full", "small"), default="full",
                    help="full: the demo (a few minutes); small: a quick check that the pipeline runs")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="seed of the dataset variants and of training")
-    p.add_argument("--epochs", type=int, help="training epochs (default: the size's)")
+    p.add_argument(
+        "--seed", type=COUNT_OR_ZERO, default=0, help="seed of the dataset variants and of training (0 is a seed)"
+    )
+    p.add_argument("--epochs", type=COUNT, help="training epochs (default: the size's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_cmd_demo)
 
@@ -32,6 +35,11 @@ def register(sub: Any) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mghft.demo.pipeline import run_demo, summary_lines
 
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(
+            f"--out {args.out} is a file; the demo writes a folder (dataset, descriptions, runs, gallery)",
+            hint=f"give a new folder, e.g. --out {args.out.with_suffix('')}-demo",
+        )
     try:
         r = run_demo(args.out, args.size, seed=args.seed, epochs=args.epochs, progress=not args.no_progress)
     except ImportError as e:

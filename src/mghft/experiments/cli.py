@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mghft.cli_args import COUNT_OR_ZERO
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -48,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("folders", nargs="+", metavar="[NAME=]FOLDER", help="run, sweep or zero-shot folders")
     c.add_argument("--reference", help="the system the others are compared with (default: 'mghft' or the first)")
     c.add_argument("--out", type=Path, required=True, help="folder for the tables and plots")
-    c.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    c.add_argument(
+        "--bootstrap", type=COUNT_OR_ZERO, default=1000, help="bootstrap resamples (0: no intervals; default 1000)"
+    )
     c.add_argument(
         "--unit",
         choices=("auto", "item", "group"),
@@ -63,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="published numbers beside ours: SER30K's when the classes are SER30K's and every run's provenance "
         "names SER30K (auto)",
     )
-    c.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    c.add_argument("--seed", type=COUNT_OR_ZERO, default=0, help="seed of the bootstrap resampling (0 is a seed)")
     c.set_defaults(handler=_compare)
 
 

@@ -95,8 +95,11 @@ def parse_seeds(text: str) -> list[int]:
                 raise ValueError
             seeds = list(range(n))
     except ValueError:
+        zero = text.strip() == "0"
         raise UsageError(
-            f"--seeds {text!r}: expected a count (3: seeds 0, 1, 2) or a list (1,5,9)", hint="e.g. --seeds 3"
+            f"--seeds {text!r}: expected a count (3: seeds 0, 1, 2) or a list (1,5,9)"
+            + ("; 0 is a count of no seeds" if zero else ""),
+            hint="--seeds 0, is the one seed 0" if zero else "e.g. --seeds 3 (seeds 0, 1, 2) or --seeds 0, (seed 0)",
         ) from None
     if len(set(seeds)) != len(seeds) or not seeds:
         raise UsageError(f"--seeds {text!r}: seeds must be distinct")

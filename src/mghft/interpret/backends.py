@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mghft.errors import UsageError
+from mghft.errors import UsageError, did_you_mean
 from mghft.interpret.clients import DEFAULT_MAX_RESPONSE_BYTES, ChatAnswer, ChatClient, RetryPolicy
 from mghft.interpret.description import Description, clean_text
 from mghft.interpret.imaging import PreparedImage
@@ -158,7 +158,7 @@ def visual_cues(image: Any) -> dict[str, str]:
     elif colourfulness > 60:
         palette = "vivid, saturated colours"
     else:
-        palette = "moderately coloured"
+        palette = "moderate colours"
     rendering = (
         "flat areas of few colours, like a cartoon or drawing"
         if top8_share > 0.8
@@ -195,7 +195,7 @@ class OfflineBackend:
     """
 
     name = "offline"
-    model = "ocr+cues-2"
+    model = "ocr+cues-3"  # bumped whenever the wording changes: a store keeps writers apart
     prompt_version = "offline-2"
 
     def __init__(self, *, ocr: bool = True) -> None:
@@ -280,9 +280,11 @@ def build_backend(
     provider_name, sep, model = spec.partition(":")
     provider = PROVIDERS.get(provider_name.strip().lower())
     if not sep or provider is None or not model.strip():
+        known = ["offline", *(f"{p}:" for p in PROVIDERS)]
+        guess = did_you_mean(spec.strip().lower(), known, 0.75) or did_you_mean(f"{provider_name}:", known, 0.75)
         raise BackendSpecError(
-            f"--backend {spec!r}: must be 'offline' or '<provider>:<model>' with provider in {sorted(PROVIDERS)}",
-            hint="e.g. --backend vllm:Qwen/Qwen2.5-VL-7B-Instruct or --backend openai:gpt-4o",
+            f"{spec} is not 'offline' nor '<provider>:<model>' with provider in {sorted(PROVIDERS)}{guess}",
+            hint="e.g. offline, vllm:Qwen/Qwen2.5-VL-7B-Instruct or openai:gpt-4o",
         )
     urls = [u.rstrip("/") for u in base_urls] or [provider.base_url]
     if provider_name == "compatible" and not base_urls:

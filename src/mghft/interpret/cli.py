@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from mghft.cli_args import local_path
+from mghft.cli_args import COUNT, FINITE, POSITIVE, jsonl_file, jsonl_problem, local_path, number, sqlite_file
 from mghft.errors import MghftError, NotFoundError, UsageError
 
 _DATASETS = ("folder", "ser30k", "metmeme", "manifest")
@@ -33,30 +33,30 @@ def _add_backend_args(p: argparse.ArgumentParser, *, offline: bool) -> None:
     g.add_argument("--base-url", action="append", default=[], metavar="URL",
                    help="server URL ending in /v1; repeat for several servers of the same model")  # fmt: skip
     g.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the API key")
-    g.add_argument("--concurrency", type=int, default=8, help="requests in flight, all endpoints together")
+    g.add_argument("--concurrency", type=COUNT, default=8, help="requests in flight, all endpoints together")
     g.add_argument(
         "--timeout",
-        type=float,
+        type=POSITIVE,
         default=120.0,
         help="seconds per request, total: connecting, sending, waiting and reading the whole answer",
     )
-    g.add_argument("--max-response-mb", type=float, default=8.0,
+    g.add_argument("--max-response-mb", type=POSITIVE, default=8.0,
                    help="cap on one answer, as received and decompressed (MiB; default 8)")  # fmt: skip
-    g.add_argument("--max-attempts", type=int, default=6, help="attempts per image on 429/5xx/timeouts")
-    g.add_argument("--malformed-attempts", type=int, default=3, help="answers per image that may fail to parse")
-    g.add_argument("--max-side", type=int, default=512, help="longer image side sent, pixels")
-    g.add_argument("--max-tokens", type=int, default=700, help="answer token limit (reasoning models count thoughts)")
+    g.add_argument("--max-attempts", type=COUNT, default=6, help="attempts per image on 429/5xx/timeouts")
+    g.add_argument("--malformed-attempts", type=COUNT, default=3, help="answers per image that may fail to parse")
+    g.add_argument("--max-side", type=number(int, minimum=16), default=512, help="longer image side sent, pixels")
+    g.add_argument("--max-tokens", type=COUNT, default=700, help="answer token limit (reasoning models count thoughts)")
     g.add_argument("--token-param", choices=("max_tokens", "max_completion_tokens"),
                    help="request field carrying --max-tokens (default: max_completion_tokens for openai, else "
                         "max_tokens; switched once per server that rejects it)")  # fmt: skip
     g.add_argument("--structured", default="auto", choices=("auto", "json_schema", "json_object", "none"),
                    help="ask for JSON answers (auto: schema, falling back per server)")  # fmt: skip
     g.add_argument("--detail", choices=("low", "high", "auto"), help="OpenAI image detail (default low for openai)")
-    g.add_argument("--temperature", type=float, default=0.0,
-                   help="sampling temperature; negative: server default (also used, with a note, when a server "
-                        "accepts only its default)")  # fmt: skip
+    g.add_argument("--temperature", type=FINITE, default=0.0,
+                   help="sampling temperature (0: greedy); negative: server default (also used, with a note, when "
+                        "a server accepts only its default)")  # fmt: skip
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g.add_argument("--limit", type=int, help="at most this many images")
+    g.add_argument("--limit", type=COUNT, help="at most this many images")
     g.add_argument("-v", "--verbose", action="store_true", help="log each failure; on an error, the traceback")
 
 
@@ -70,7 +70,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="image files or folders (searched recursively); with --engine ray also manifests "
                    "(.csv/.jsonl/.parquet) and object-store URIs")  # fmt: skip
-    p.add_argument("--store", type=local_path,
+    p.add_argument("--store", type=sqlite_file,
                    help="description store (SQLite file), created if missing (needed with --engine local)")  # fmt: skip
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="--engine ray: the Parquet folder to write (then `mghft descriptions import`)")  # fmt: skip
@@ -94,10 +94,10 @@ def register(subparsers: Any) -> None:
     d = subparsers.add_parser("descriptions", help="inspect, export and import a description store")
     dsub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
     s = dsub.add_parser("stats", help="counts by backend, model and prompt; failures by error")
-    s.add_argument("--store", type=local_path, required=True, help=_STORE_HELP)
+    s.add_argument("--store", type=sqlite_file, required=True, help=_STORE_HELP)
     s.set_defaults(handler=_cmd_stats)
     e = dsub.add_parser("export-official", help="write a SER30K annotation JSON with descriptions in 'text'")
-    e.add_argument("--store", type=local_path, required=True, help=_STORE_HELP)
+    e.add_argument("--store", type=sqlite_file, required=True, help=_STORE_HELP)
     e.add_argument("--annotations", type=local_path, required=True, help="the SER30K annotation JSON to copy")
     e.add_argument("--out", type=local_path, required=True, help="annotation JSON to write")
     e.add_argument("--images-root", type=local_path, help="the Images folder (default: found beside Annotations)")
@@ -105,7 +105,7 @@ def register(subparsers: Any) -> None:
                    help="record without description: fail, empty text, or keep its text")  # fmt: skip
     e.set_defaults(handler=_cmd_export_official)
     i = dsub.add_parser("import-official", help="read a public-code annotation JSON's descriptions into a store")
-    i.add_argument("--store", type=local_path, required=True, help=_STORE_HELP)
+    i.add_argument("--store", type=sqlite_file, required=True, help=_STORE_HELP)
     i.add_argument(
         "--annotations", type=local_path, required=True, help="public-code annotation JSON with descriptions"
     )
@@ -114,18 +114,18 @@ def register(subparsers: Any) -> None:
     i.add_argument("--overwrite", action="store_true", help="replace descriptions the store already holds")
     i.set_defaults(handler=_cmd_import_official)
     x = dsub.add_parser("export-jsonl", help="one JSON line per description")
-    x.add_argument("--store", type=local_path, required=True, help=_STORE_HELP)
+    x.add_argument("--store", type=sqlite_file, required=True, help=_STORE_HELP)
     x.add_argument("--out", type=local_path, required=True, help="JSONL file to write")
     x.set_defaults(handler=_cmd_export_jsonl)
     m = dsub.add_parser("import-jsonl", help="merge JSONL exports (e.g. of shards) into a store")
-    m.add_argument("--store", type=local_path, required=True, help=_STORE_HELP)
-    m.add_argument("files", nargs="+", type=local_path, metavar="FILE", help="JSONL files written by export-jsonl")
+    m.add_argument("--store", type=sqlite_file, required=True, help=_STORE_HELP)
+    m.add_argument("files", nargs="+", type=jsonl_file, metavar="FILE", help="JSONL files written by export-jsonl")
     m.add_argument("--overwrite", action="store_true", help="replace descriptions the store already holds")
     m.set_defaults(handler=_cmd_import_jsonl)
     g = dsub.add_parser("import", help="read descriptions into a store: an `--engine ray` output folder, or JSONL")
     g.add_argument("sources", nargs="+", type=Path, metavar="SOURCE",
                    help="a table folder written by `mghft interpret --engine ray`, or a .jsonl export")  # fmt: skip
-    g.add_argument("--store", type=Path, required=True, help="description store (SQLite file), created if missing")
+    g.add_argument("--store", type=sqlite_file, required=True, help="description store (SQLite file), created if missing")
     g.add_argument("--fingerprint", metavar="HEX",
                    help="the writer whose rows to import from a table of several (mghft catalog list)")  # fmt: skip
     g.add_argument("--overwrite", action="store_true", help="replace descriptions the store already has")
@@ -199,7 +199,7 @@ def list_images(paths: Sequence[Path]) -> list[str]:
 
 
 def _backend(args: argparse.Namespace, *, offline_ok: bool) -> Any:
-    from mghft.interpret.backends import build_backend
+    from mghft.interpret.backends import BackendSpecError, build_backend
     from mghft.interpret.clients import RetryPolicy
 
     if not offline_ok and args.backend.strip().lower() == "offline":
@@ -222,10 +222,12 @@ def _backend(args: argparse.Namespace, *, offline_ok: bool) -> Any:
             token_param=args.token_param,
             max_response_bytes=int(args.max_response_mb * 2**20),
         )
+    except BackendSpecError as err:
+        raise UsageError(f"--backend {err}", hint=err.hint) from None
     except UsageError:
         raise
     except ValueError as err:  # a client setting out of range
-        raise UsageError(str(err), hint="see mghft interpret --help for --backend and --base-url") from None
+        raise UsageError(str(err), hint=f"'mghft {args.command} --help' lists --backend and --base-url") from None
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -304,7 +306,9 @@ def _cmd_interpret(args: argparse.Namespace) -> int:
     if summary.interrupted:
         return 130
     if summary.fatal_error:  # one message naming the (redacted) URL, and the fix
-        raise FatalBackendError(summary.fatal_error, hint=summary.fatal_hint or None)
+        fatal = FatalBackendError(summary.fatal_error, hint=summary.fatal_hint or None)
+        fatal.exit_code = summary.fatal_exit_code
+        raise fatal
     return 1 if summary.failed or summary.unreadable else 0
 
 
@@ -402,10 +406,16 @@ def _cmd_import(args: argparse.Namespace) -> int:
                 )
                 print(f"{source}: {added} descriptions added, {failed} failed stickers left out", file=sys.stderr)
             elif source.suffix.lower() == ".jsonl":
+                problem = jsonl_problem(source)
+                if problem:
+                    raise UsageError(f"SOURCE: {problem}", hint="give a file `mghft descriptions export-jsonl` wrote")
                 added = store.import_jsonl(source, overwrite=args.overwrite)
                 print(f"{source}: {added} descriptions added", file=sys.stderr)
             else:
-                raise SystemExit(f"error: {source}: not an --engine ray output folder nor a .jsonl file")
+                raise UsageError(
+                    f"SOURCE: {source} is neither an `--engine ray` output folder nor a .jsonl file",
+                    hint="give the folder `mghft interpret --engine ray --out DIR` wrote, or a .jsonl export",
+                )
         print(f"{args.store}: {len(store)} descriptions", file=sys.stderr)
     return 0
 

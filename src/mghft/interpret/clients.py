@@ -98,6 +98,12 @@ class FatalBackendError(MghftError):
         self.usage = usage or Usage()
 
 
+class ServerUnreachableError(FatalBackendError):
+    """No server of the pool answers at all: found at run time (the server is down), so exit code 1."""
+
+    exit_code = 1
+
+
 @dataclass
 class RetryPolicy:
     """How hard to try one request.
@@ -597,7 +603,7 @@ class ChatClient:
             await self.aclose()
         problems = [f for f in failures if f]
         if len(problems) == len(self.endpoints):
-            raise FatalBackendError(
+            raise ServerUnreachableError(
                 "cannot reach the model server: " + "; ".join(problems),
                 hint="start the server, or correct --base-url (http://HOST:PORT/v1)",
             )

@@ -89,6 +89,7 @@ class RunSummary:
     interrupted: bool = False
     fatal_error: str = ""
     fatal_hint: str = ""
+    fatal_exit_code: int = 2  # 1 when the server could not be reached at all (found at run time)
     errors: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     """What the client changed or noticed (a parameter switched for a server, an endpoint unreachable)."""
@@ -118,7 +119,7 @@ class RunSummary:
             f"described {self.described}, skipped (already done) {self.skipped}, failed {self.failed}, "
             f"remaining {self.remaining} of {self.todo} to do",
             f"listed {self.listed}: {self.duplicates} duplicate content, {self.out_of_shard} in other shards, "
-            f"{self.unreadable} unreadable files",
+            f"{self.unreadable} unreadable file{'' if self.unreadable == 1 else 's'}",
             f"requests {self.requests}, tokens {self.prompt_tokens} in + {self.completion_tokens} out, "
             f"{self.elapsed_s:.1f} s ({self.as_dict()['images_per_s']} images/s)",
         ]
@@ -346,6 +347,7 @@ async def describe_plan(
     def stopped(err: FatalBackendError) -> None:
         summary.fatal_error = str(err)
         summary.fatal_hint = err.hint or ""
+        summary.fatal_exit_code = err.exit_code
         summary.notes = _client_notes(backend)
 
     preflight = getattr(backend, "preflight", None)
@@ -392,6 +394,7 @@ async def describe_plan(
                     prepare_image, data, source=str(item.path), max_side=max_side, sha256=actual
                 )
             except (ImageLoadError, OSError) as err:
+                summary.unreadable += 1  # found when read for sending, not when listed: counted alike
                 fail(sha, item, f"unreadable image: {err}")
                 tick()
                 continue

@@ -21,7 +21,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from mghft.errors import MghftError
+from mghft.cli_args import jsonl_problem, sqlite_problem
+from mghft.errors import DataError, MghftError, UsageError
 from mghft.interpret.description import Description, image_sha256, utc_now
 from mghft.sqlite_rows import rows_where_in
 
@@ -244,6 +245,9 @@ class DescriptionStore:
         self.read_only = read_only
         if (must_exist or read_only) and not self.path.is_file():
             raise MissingStoreError(self.path)
+        problem = sqlite_problem(self.path)  # by content: a CSV named .sqlite would otherwise end in sqlite3's words
+        if problem:
+            raise UsageError(f"description store: {problem}", hint="give the SQLite file `mghft interpret` wrote")
         self._lock = threading.RLock()
         try:
             if read_only:
@@ -438,6 +442,9 @@ class DescriptionStore:
 
     def import_jsonl(self, path: str | PathLike[str], *, overwrite: bool = False) -> int:
         """Read descriptions written by :meth:`export_jsonl`; returns how many were added (or replaced)."""
+        problem = jsonl_problem(Path(path))
+        if problem:
+            raise UsageError(problem, hint="give a file `mghft descriptions export-jsonl` wrote")
         added = 0
         with open(path, encoding="utf-8") as fh:
             for line_no, line in enumerate(fh, 1):
@@ -446,7 +453,7 @@ class DescriptionStore:
                 try:
                     desc = Description.from_dict(json.loads(line))
                 except (ValueError, KeyError, TypeError) as err:
-                    raise ValueError(f"{path}:{line_no}: not a description: {err}") from err
+                    raise DataError(f"{path}:{line_no}: not a description: {err}") from err
                 added += self.put(desc, overwrite=overwrite)
         return added
 

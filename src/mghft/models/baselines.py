@@ -1,7 +1,8 @@
 """Baselines trained by the same loop as MGHFT, with the same inputs and output dict.
 
 - ``TextOnlyClassifier``: the four view features alone (no image), projected as in MGHFT and classified by an
-  MLP; absent views take a learned embedding.
+  MLP; absent views take a learned embedding. Given its text encoder it reads view texts itself (``predict``
+  with an interpreter describes the image, and the model classifies the description).
 - ``ClipClassifier``: a CLIP image tower (Radford et al., ICML 2021) through ``transformers`` with a linear head,
   as a linear probe (frozen tower) or fine-tuned. The paper's "CLIP-Base" row.
 """
@@ -22,10 +23,10 @@ __all__ = ["CLIP_MEAN", "CLIP_STD", "ClipClassifier", "TextOnlyClassifier"]
 class TextOnlyClassifier(nn.Module):
     """Classify from the view texts only."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.text_encoder = None
+        self.text_encoder = text_encoder  # encodes view texts at prediction time; training reads cached features
         d = cfg.model_dim
         self.text_proj = nn.Linear(cfg.text.dim, d)
         self.missing_view = nn.Parameter(torch.zeros(cfg.num_views, d))
@@ -57,7 +58,11 @@ class TextOnlyClassifier(nn.Module):
         return {"logits": self.mlp(t.flatten(1)), "view_mask": view_mask}
 
     def trainable_state_dict(self) -> dict[str, Tensor]:
-        return self.state_dict()
+        """Everything but a frozen text encoder (rebuilt from its id), as for MGHFT."""
+        sd = self.state_dict()
+        if self.text_encoder is not None and not self.cfg.text.trainable:
+            sd = {k: v for k, v in sd.items() if not k.startswith("text_encoder.")}
+        return sd
 
 
 class ClipClassifier(nn.Module):

@@ -65,17 +65,22 @@ def load_backbone_weights(backbone: Backbone, state_dict: dict[str, Tensor]) -> 
 def build_model(
     cfg: ModelConfig, text_encoder: bool = True, offline: bool | None = None, revision: str | None = None
 ) -> nn.Module:
-    """The module for ``cfg.arch`` with fresh weights (a text encoder only for MGHFT, when asked; a hub encoder at
-    ``revision``, by default the commit the local cache or the hub names now)."""
-    if cfg.arch == "text_only":
-        from mghft.models.baselines import TextOnlyClassifier
-
-        return TextOnlyClassifier(cfg)
+    """The module for ``cfg.arch`` with fresh weights (a text encoder, when asked, for the archs that read text; a
+    hub encoder at ``revision``, by default the commit the local cache or the hub names now)."""
     if cfg.arch == "clip":
         from mghft.models.baselines import ClipClassifier
 
         return ClipClassifier(cfg, offline)
     encoder = TextEncoder.from_config(cfg.text, offline, revision) if text_encoder and cfg.text.encoder else None
+    if cfg.arch == "text_only":
+        from mghft.models.baselines import TextOnlyClassifier
+
+        if cfg.text.trainable:  # its training reads cached features only: a fine-tuned encoder would never learn
+            raise ConfigError(
+                "model_overrides.text.trainable: the text_only baseline classifies cached view features; its text "
+                "encoder cannot be fine-tuned (remove text.trainable, or use arch: mghft)"
+            )
+        return TextOnlyClassifier(cfg, encoder)
     return MGHFT(cfg, encoder)
 
 

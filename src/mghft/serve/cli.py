@@ -9,7 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mghft.cli_args import local_path
+from mghft.cli_args import (
+    COUNT,
+    COUNT_OR_ZERO,
+    NON_NEGATIVE,
+    POSITIVE,
+    check_device,
+    local_path,
+    number,
+    sqlite_file,
+)
 from mghft.errors import UsageError
 from mghft.scale.cli import add_engine_args
 
@@ -36,7 +45,7 @@ def _add_interpreter_args(p: argparse.ArgumentParser) -> None:
                    "(e.g. openai:gpt-4o, vllm:Qwen/Qwen2.5-VL-7B-Instruct); default: run without views")  # fmt: skip
     g.add_argument("--base-url", action="append", default=[], metavar="URL", help="interpreter server URL (/v1)")
     g.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the interpreter's API key")
-    g.add_argument("--store", type=local_path,
+    g.add_argument("--store", type=sqlite_file,
                    help="description store (SQLite): views written by `mghft interpret` are read from it, "
                    "and new ones cached in it")  # fmt: skip
     g.add_argument("--reuse", choices=("same", "any"), default="same",
@@ -59,10 +68,10 @@ def register(sub: Any) -> None:
                    help="output file: .csv or .jsonl (its extension picks the format); with --engine ray a folder "
                    "(a Delta Lake table); optional with a sticker pack")  # fmt: skip
     p.add_argument("--format", choices=("csv", "jsonl"), help="output format, whatever --out's extension")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
-    p.add_argument("--workers", type=int, metavar="N",
+    p.add_argument("--batch-size", type=COUNT, default=16, help="images per forward pass")
+    p.add_argument("--workers", type=COUNT, metavar="N",
                    help="threads decoding images (default: 4, or the machine's cores if fewer)")  # fmt: skip
-    p.add_argument("--max-pixels", type=int, default=50_000_000, help="skip images larger than this (w x h)")
+    p.add_argument("--max-pixels", type=COUNT, default=50_000_000, help="skip images larger than this (w x h)")
     p.add_argument("--explain", nargs="?", const="", default=None, metavar="DIR",
                    help="write labelled heatmap overlays (PNG: the sticker in grey, the patches the model picked "
                    "in colour, the prediction below) into DIR (default: <out>_explain/)")  # fmt: skip
@@ -110,22 +119,26 @@ def register(sub: Any) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     s.add_argument("--port", type=port_number, default=8000, help="TCP port to listen on")
     s.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
-    s.add_argument("--batch-size", type=int, default=8, help="most images per forward pass")
-    s.add_argument("--batch-wait-ms", type=float, default=5.0, help="wait for a batch to fill, milliseconds")
-    s.add_argument("--queue-size", type=int, default=64, help="most images waiting; beyond: 503")
-    s.add_argument("--max-images", type=int, default=32, help="most images per request")
-    s.add_argument("--max-file-mb", type=float, default=8.0, help="largest image file, MiB")
-    s.add_argument("--max-request-mb", type=float, default=40.0, help="largest request body, MiB")
-    s.add_argument("--max-pixels", type=int, default=4096 * 4096, help="largest image, width x height")
-    s.add_argument("--max-connections", type=int, default=128,
+    s.add_argument("--batch-size", type=COUNT, default=8, help="most images per forward pass")
+    s.add_argument(
+        "--batch-wait-ms", type=NON_NEGATIVE, default=5.0, help="wait for a batch to fill, milliseconds (0: no wait)"
+    )
+    s.add_argument("--queue-size", type=COUNT, default=64, help="most images waiting; beyond: 503")
+    s.add_argument("--max-images", type=COUNT, default=32, help="most images per request")
+    s.add_argument("--max-file-mb", type=POSITIVE, default=8.0, help="largest image file, MiB")
+    s.add_argument("--max-request-mb", type=POSITIVE, default=40.0, help="largest request body, MiB")
+    s.add_argument("--max-pixels", type=COUNT, default=4096 * 4096, help="largest image, width x height")
+    s.add_argument("--max-connections", type=COUNT, default=128,
                    help="concurrent connections; at the limit a new one closes the one waiting longest for its "
                    "headers, else 503")  # fmt: skip
-    s.add_argument("--max-connections-per-client", type=int, default=16,
+    s.add_argument("--max-connections-per-client", type=COUNT_OR_ZERO, default=16,
                    help="connections one client address may hold (0: no limit; behind a reverse proxy every "
                    "client has the proxy's address)")  # fmt: skip
-    s.add_argument("--header-timeout", type=float, default=10.0, help="seconds to send a request's headers; then 408")
-    s.add_argument("--body-timeout", type=float, default=60.0, help="seconds to send a request's body; then 408")
-    s.add_argument("--max-view-chars", type=int, default=4000, help="longest view text, characters; beyond: 422")
+    s.add_argument(
+        "--header-timeout", type=POSITIVE, default=10.0, help="seconds to send a request's headers; then 408"
+    )
+    s.add_argument("--body-timeout", type=POSITIVE, default=60.0, help="seconds to send a request's body; then 408")
+    s.add_argument("--max-view-chars", type=COUNT, default=4000, help="longest view text, characters; beyond: 422")
     s.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="a Host name the service answers (repeatable; '*' for any); default: localhost, "
                    "127.0.0.1, ::1 and the --host address, against DNS rebinding")  # fmt: skip
@@ -147,8 +160,8 @@ def register(sub: Any) -> None:
         "--out", type=local_path, required=True, help="model.onnx (ONNX) or model.pt / model.ts (TorchScript)"
     )
     e.add_argument("--format", choices=("onnx", "torchscript"), help="export format, whatever --out's extension")
-    e.add_argument("--opset", type=int, default=17, help="ONNX opset")
-    e.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed |difference| of probabilities")
+    e.add_argument("--opset", type=number(int, minimum=9, maximum=20), default=17, help="ONNX opset (9 to 20)")
+    e.add_argument("--tolerance", type=POSITIVE, default=1e-3, help="largest allowed |difference| of probabilities")
     e.set_defaults(handler=_cmd_export)
 
 
@@ -180,7 +193,7 @@ def _build_interpreter(args: argparse.Namespace) -> Any:
     except ValueError as err:  # an unknown provider, a missing key or URL: the flag is at fault
         if store is not None:
             store.close()
-        raise UsageError(f"--interpreter {args.interpreter}: {err}") from None
+        raise UsageError(f"--interpreter {err}", hint=getattr(err, "hint", None)) from None
     return Interpreter(backend, store, reuse=args.reuse)
 
 
@@ -295,6 +308,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not files:
         print(f"error: no image files under {' '.join(map(str, args.paths))}", file=sys.stderr)
         return 1
+    check_device(args.device)
     interpreter = _build_interpreter(args)
     predictor = load_predictor(
         args.model,
@@ -310,6 +324,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print("error: this model's classes have no emoji; give --emoji-map FILE with one per class", file=sys.stderr)
         return 2
     predictor.interpreter = interpreter
+    if interpreter is None and predictor.model.cfg.arch == "text_only":
+        print(
+            f"warning: {args.model} is a text_only model: it classifies view texts only, so without views every "
+            "image gets the same prediction (give --interpreter offline or a --store with descriptions)",
+            file=sys.stderr,
+        )
     explain_dir: Path | None = None
     if args.explain is not None:
         if not args.explain and out is None:
@@ -523,6 +543,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from mghft.serve.guard import bind_socket
     from mghft.serve.predictor import load_predictor
 
+    check_device(args.device)
     try:
         key = args.api_key_file.read_text(encoding="utf-8").strip() if args.api_key_file else None
     except OSError as e:

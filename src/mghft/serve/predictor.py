@@ -542,6 +542,12 @@ class Predictor:
         }
 
 
+def checkpoint_name(folder: Path) -> str:
+    """``<run>/<checkpoint>`` (e.g. ``mghft_tiny/best``): a checkpoint's own name says only best or last."""
+    folder = folder.resolve()
+    return f"{folder.parent.name}/{folder.name}" if folder.parent.name else folder.name
+
+
 class StoreOnlyInterpreter:
     """An "interpreter" that only looks views up in a description store (``mghft predict --store`` without
     ``--interpreter``): an image without a description raises ``LookupError``, and the predictor runs it without
@@ -661,7 +667,7 @@ def load_predictor(
         classes = list(meta["class_names"])
         preprocess = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else None
         metrics = meta.get("metrics") or {}
-        name = Path(name).name if Path(name).exists() else name
+        name = checkpoint_name(Path(name)) if Path(name).exists() else name
         calibration = checkpoint_calibration(meta, calibrated=calibrated)
         ck_emoji = meta.get("emoji")
     if isinstance(interpreter, str):

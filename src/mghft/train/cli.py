@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mghft.cli_args import local_path
+from mghft.cli_args import COUNT, COUNT_OR_ZERO, local_path
 from mghft.errors import NotFoundError, UsageError
 
 CONFIG_DOC = "docs/config.md"
@@ -75,8 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_set(p)
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="dataset split to evaluate")
     p.add_argument("--out", type=local_path, required=True, help="report folder")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: no intervals)")
+    p.add_argument("--batch-size", type=COUNT, default=32, help="images per forward pass")
+    p.add_argument("--bootstrap", type=COUNT_OR_ZERO, default=1000, help="bootstrap resamples (0: no intervals)")
     p.set_defaults(handler=_evaluate)
 
     p = sub.add_parser(
@@ -168,8 +168,10 @@ def run_config_path(model: str) -> Path | None:
 
 def _run_config(args: argparse.Namespace) -> Any:
     """The training config of the checkpoint's run: ``--config``, else the ``train.yaml`` beside it."""
+    from mghft.hub import read_checkpoint_meta, resolve_checkpoint_dir
     from mghft.train.config import TrainConfig
 
+    read_checkpoint_meta(resolve_checkpoint_dir(args.model))  # the same words as predict, serve and export
     if args.config is not None:
         return TrainConfig.from_file(_config_file(args.config, "--config"), args.overrides)
     found = run_config_path(args.model)

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import yaml
 
+from mghft.cli_args import looks_like
 from mghft.config import (
     COMPAT_MODES,
     CONFIG_DOC_HINT,
@@ -21,7 +22,7 @@ from mghft.config import (
     dump_yaml,
     load_yaml,
 )
-from mghft.errors import UsageError
+from mghft.errors import UsageError, did_you_mean
 from mghft.views import VIEWS
 
 DATA_FORMATS = ("ser30k", "metmeme", "manifest", "folder")
@@ -226,12 +227,18 @@ def load_yaml_with_base(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, A
     path = path.resolve()
     if path in _seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    hint = "a training config is a YAML mapping of fields (epochs: 3), e.g. configs/demo/mghft_tiny.yaml"
     try:
         data = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML config (not UTF-8 text: {looks_like(path)})", hint=hint) from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})", hint=hint) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(
+            f"{path}: not a YAML config: expected a mapping of fields at the top level ({looks_like(path)})",
+            hint=hint,
+        )
     base = data.pop("base", None)
     if base is None:
         return data
@@ -291,5 +298,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"{where}{unknown[0]}: unknown field (known: {sorted(names)})", hint=CONFIG_DOC_HINT)
+        raise ConfigError(
+            f"{where}{unknown[0]}: unknown field{did_you_mean(unknown[0], names)} (known: {sorted(names)})",
+            hint=CONFIG_DOC_HINT,
+        )
     return cls(**data)

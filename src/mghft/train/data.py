@@ -25,7 +25,7 @@ from mghft.data import (
     validate_index,
 )
 from mghft.data.splits import empty_split_error, resolve_group_by, ser30k_official_split
-from mghft.errors import DataError, MghftError
+from mghft.errors import DataError, MghftError, first_few
 from mghft.train.config import DataConfig
 from mghft.train.randomness import item_rng, item_uniforms
 
@@ -157,7 +157,7 @@ def check_split_overlap(
     printed as a count there too.
 
     Raises:
-        SplitOverlapError: naming the shared keys or images with their paths (the first ten) and the fix.
+        SplitOverlapError: naming the shared keys or images with their paths (the first few, and a count) and the fix.
     """
     found = split_overlap(parts)
     if not found["keys"] and not found["images"]:
@@ -169,13 +169,18 @@ def check_split_overlap(
         path.write_text(json.dumps(found, indent=2), encoding="utf-8")
         where = f" (all of them in {path})"
     if found["keys"]:
-        lines = [f"  {e['key']} in {' and '.join(e['splits'])}: {', '.join(e['paths'])}" for e in found["keys"][:10]]
+        lines = [f"  {e['key']} in {' and '.join(e['splits'])}: {first_few(e['paths'])}" for e in found["keys"][:5]]
+        lines += [f"  and {len(found['keys']) - 5} more"] if len(found["keys"]) > 5 else []
         raise SplitOverlapError(
             f"{len(found['keys'])} item(s) are listed in more than one split{where}:\n" + "\n".join(lines),
             hint="remove each item from all but one of the split files",
         )
     if not allow_duplicate_images:
-        lines = ["  " + ", ".join(f"{n}: {p}" for n, _, p in e["items"]) for e in found["images"][:10]]
+        lines = [
+            "  " + first_few((f"{n}: {p}" for n, _, p in _one_per_split_first(e["items"])), 3)
+            for e in found["images"][:5]
+        ]
+        lines += [f"  and {len(found['images']) - 5} more"] if len(found["images"]) > 5 else []
         raise SplitOverlapError(
             f"{len(found['images'])} image(s) appear in more than one split under different names (identical "
             f"bytes){where}:\n" + "\n".join(lines),
@@ -185,6 +190,14 @@ def check_split_overlap(
     if report_dir is not None:
         print(f"warning: {len(found['images'])} image(s) appear in more than one split (allowed){where}")
     return found
+
+
+def _one_per_split_first(items: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """``(split, key, path)`` items reordered so that the first few shown name every split involved."""
+    firsts: dict[str, tuple[str, str, str]] = {}
+    for item in items:
+        firsts.setdefault(item[0], item)
+    return [*firsts.values(), *(item for item in items if item not in firsts.values())]
 
 
 def attach_descriptions(index: DatasetIndex, store_path: str | None) -> list[dict[str, str] | None]:

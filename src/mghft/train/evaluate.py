@@ -16,7 +16,16 @@ from torch.utils.data import DataLoader
 
 from mghft.data import Preprocess
 from mghft.data.ser30k import SER30K_CLASSES
-from mghft.evaluate import bootstrap_ci, bootstrap_method, compute_metrics, index_groups, write_report
+from mghft.evaluate import (
+    bootstrap_ci,
+    bootstrap_method,
+    compute_metrics,
+    index_groups,
+    published_split_problem,
+    sample_groups,
+    ser30k_split_sizes,
+    write_report,
+)
 from mghft.models.factory import load_model
 from mghft.provenance import differences, selected_on, training_views, view_keep
 from mghft.resources import cap_workers
@@ -98,7 +107,8 @@ def evaluate_checkpoint(
         ci=ci,
         title=f"{model.cfg.name} on {cfg.data.format} {split} (selected on {selection})",
         extra=extra,
-        compare_published=classes == tuple(SER30K_CLASSES) and cfg.data.format == "ser30k" and split == "test",
+        compare_published=classes == tuple(SER30K_CLASSES) and cfg.data.format == "ser30k",
+        not_compared=published_split_problem(ser30k_split_sizes(cfg.data), len(part), split),
         selected_on=selection,
         provenance={"training": trained, "evaluation": now},
         warnings=warnings,

@@ -26,7 +26,16 @@ from torch.utils.data import DataLoader
 from mghft.config import ConfigError
 from mghft.data import DatasetIndex, Preprocess, build_transform
 from mghft.data.ser30k import SER30K_CLASSES
-from mghft.evaluate import bootstrap_ci, bootstrap_method, compute_metrics, index_groups, write_report
+from mghft.evaluate import (
+    bootstrap_ci,
+    bootstrap_method,
+    compute_metrics,
+    index_groups,
+    published_split_problem,
+    sample_groups,
+    ser30k_split_sizes,
+    write_report,
+)
 from mghft.features import TextFeatureCache, view_feature_table
 from mghft.hub import cache_dir, default_preprocess, save_checkpoint, update_checkpoint_metrics
 from mghft.jsonl import append_jsonl
@@ -588,6 +597,7 @@ def _final_test(
                 "test_views_absent": results["test_views_absent"],
             },
             compare_published=tuple(classes) == tuple(SER30K_CLASSES) and cfg.data.format == "ser30k",
+            not_compared=published_split_problem(ser30k_split_sizes(cfg.data), len(datasets["test"].index), "test"),
             selected_on=cfg.select_on,
             provenance=provenance,
             bootstrap=bootstrap_method(groups, cfg.bootstrap, group_name),

@@ -5,6 +5,7 @@
 const TITLES = { intention: "Intention", style: "Style", main_role: "Main role", posture_expression: "Posture and expression" };
 const $ = (id) => document.getElementById(id);
 let current = null; // { image: HTMLImageElement, prediction }
+let emojiArtwork = null; // the credit line of the emoji images the service serves, or null: emoji shown as text
 
 function setStatus(text, isError) {
   const s = $("status");
@@ -19,6 +20,7 @@ async function loadModelInfo() {
     $("model-name").textContent = `model ${info.name} · ${info.classes.length} classes` +
       (info.interpreter ? ` · interpreter ${info.interpreter}` : " · no interpreter");
     $("key-row").hidden = !(info.limits && info.limits.api_key_required);
+    emojiArtwork = info.emoji_artwork || null;
   } catch (e) {
     $("model-name").textContent = "model info unavailable";
   }
@@ -41,7 +43,38 @@ function readImage(file) {
   });
 }
 
+// Nothing of an earlier sticker stays on the page once a new one is asked for: its answer, or an error, replaces it.
+function clearResult() {
+  current = null;
+  $("result").hidden = true;
+  for (const id of ["label", "confidence", "calibration", "view-source", "emoji-credit"]) $(id).textContent = "";
+  for (const id of ["emoji", "probs", "views"]) $(id).replaceChildren();
+  draw();
+}
+
+// The artwork file of one emoji: its code points in lower-case hex joined by "-", without U+FE0F (Twemoji's names).
+function emojiFile(emoji) {
+  return Array.from(emoji).map((c) => c.codePointAt(0).toString(16)).filter((h) => h !== "fe0f").join("-") + ".svg";
+}
+
+function showEmoji(list) {
+  const box = $("emoji");
+  box.replaceChildren();
+  for (const emoji of list) {
+    if (!emojiArtwork) { box.append(document.createTextNode(emoji + " ")); continue; }
+    const img = document.createElement("img");
+    img.className = "emoji";
+    img.alt = emoji;
+    img.title = emoji;
+    img.src = `/emoji/${emojiFile(emoji)}`;
+    img.addEventListener("error", () => img.replaceWith(document.createTextNode(emoji)));
+    box.append(img);
+  }
+  $("emoji-credit").textContent = emojiArtwork && list.length ? ` · emoji: ${emojiArtwork}` : "";
+}
+
 async function predict(file) {
+  clearResult();
   setStatus(`Reading ${file.name} …`, false);
   const form = new FormData();
   form.append("files", file, file.name);
@@ -77,7 +110,7 @@ function render() {
   $("result").hidden = false;
   $("label").textContent = p.label;
   $("confidence").textContent = `${(100 * p.confidence).toFixed(1)}%`;
-  $("emoji").textContent = (p.emoji || []).join(" ");
+  showEmoji(p.emoji || []);
   // which temperature (views or bare image) was applied, or why none was
   $("calibration").textContent = p.calibrated
     ? `(calibrated on the validation split ${p.input_condition === "bare" ? "for images without views" : "with views"}: ` +
