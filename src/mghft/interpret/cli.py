@@ -125,7 +125,8 @@ def register(subparsers: Any) -> None:
     g = dsub.add_parser("import", help="read descriptions into a store: an `--engine ray` output folder, or JSONL")
     g.add_argument("sources", nargs="+", type=Path, metavar="SOURCE",
                    help="a table folder written by `mghft interpret --engine ray`, or a .jsonl export")  # fmt: skip
-    g.add_argument("--store", type=sqlite_file, required=True, help="description store (SQLite file), created if missing")
+    g.add_argument("--store", type=sqlite_file, required=True,
+                   help="description store (SQLite file), created if missing")  # fmt: skip
     g.add_argument("--fingerprint", metavar="HEX",
                    help="the writer whose rows to import from a table of several (mghft catalog list)")  # fmt: skip
     g.add_argument("--overwrite", action="store_true", help="replace descriptions the store already has")

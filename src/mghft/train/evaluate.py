@@ -22,7 +22,6 @@ from mghft.evaluate import (
     compute_metrics,
     index_groups,
     published_split_problem,
-    sample_groups,
     ser30k_split_sizes,
     write_report,
 )
