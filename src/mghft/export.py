@@ -99,6 +99,8 @@ def export_metadata(model: MGHFT, class_names: Sequence[str], preprocess: dict[s
         "model": model.cfg.to_dict(),
         "temperature": checkpoint_temperature(model),
         "calibrated": bool((getattr(model, "checkpoint_meta", None) or {}).get("calibration")),
+        "calibration": (getattr(model, "checkpoint_meta", None) or {}).get("calibration"),
+        "metrics": (getattr(model, "checkpoint_meta", None) or {}).get("metrics"),
         "emoji": (getattr(model, "checkpoint_meta", None) or {}).get("emoji"),
         "trained_views": list(training_views(getattr(model, "checkpoint_meta", None))),
         "provenance": (getattr(model, "checkpoint_meta", None) or {}).get("provenance"),

@@ -82,8 +82,11 @@ def predict_with_ray(args: argparse.Namespace) -> int:
         store=args.store,
         progress=not args.no_progress,
         address=args.ray_address,
+        precision=args.precision,
+        calibration=[str(c) for c in args.calibration] or None,
     )
-    return _finish(out, summary, {"command": "predict", "model": args.model, "inputs": [str(p) for p in args.paths]})
+    meta = {"command": "predict", "model": args.model, "inputs": [str(p) for p in args.paths]}
+    return _finish(out, summary, {**meta, "precision": args.precision})
 
 
 def interpret_with_ray(args: argparse.Namespace, backend_factory: Callable[[], Any]) -> int:

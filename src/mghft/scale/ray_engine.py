@@ -428,6 +428,8 @@ def predict_ray(
     progress: bool = True,
     address: str | None = None,
     max_bytes: int | None = None,
+    precision: str = "fp32",
+    calibration: Sequence[str] | None = None,
 ) -> RayJobSummary:
     """Predict every sticker at ``locations`` on Ray; one Parquet row each in ``out_dir`` (schema
     :func:`predict_schema`). Stickers whose hash is already there are skipped.
@@ -446,6 +448,7 @@ def predict_ray(
         progress: Ray Data's progress bars.
         address: Ray cluster address (default ``RAY_ADDRESS``, else a local Ray).
         max_bytes: largest sticker file read.
+        precision, calibration: as :func:`mghft.load_predictor` (each replica checks its own CPU).
     """
     from mghft.scale.inputs import MAX_STICKER_BYTES
 
@@ -456,6 +459,8 @@ def predict_ray(
         "max_pixels": max_pixels,
         "batch_size": batch_size,
         "threads": threads_per_actor,
+        "precision": precision,
+        "calibration": list(calibration) if calibration else None,
     }
     return _run(
         locations,

@@ -168,6 +168,7 @@ class PredictionOut(BaseModel):
 
 class PredictResponse(BaseModel):
     model: str
+    precision: str = Field("fp32", description="fp32, bf16 or int8: the precision the model ran in (see /v1/model)")
     predictions: list[PredictionOut]
 
 
@@ -490,7 +491,11 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         except asyncio.TimeoutError:
             raise _http(504, f"no result within {settings.timeout_s} s") from None
         return JSONResponse(
-            {"model": predictor.name, "predictions": [p.to_dict(explain=explain) for p in preds]},
+            {
+                "model": predictor.name,
+                "precision": getattr(predictor, "precision", "fp32"),
+                "predictions": [p.to_dict(explain=explain) for p in preds],
+            },
         )
 
     page_policy = (
