@@ -10,10 +10,10 @@ Three precisions, one name each wherever a precision is chosen (``load_predictor
   Runs from a checkpoint folder. Needs AVX512-BF16 or AMX: without them bfloat16 is emulated and slower than
   float32, so it is refused.
 * ``int8``: an ONNX file whose weight matrix products run in int8 through ONNX Runtime's dynamic quantisation
-  (``onnxruntime.quantization.quantize_dynamic``: weights int8 per output channel, activations quantised per
-  call); products of two activations (attention scores, attention x values, the rollout) stay float32. Written by
-  ``mghft export --precision int8``. Needs AVX2 at least; with AVX512-VNNI, AVX-VNNI or AMX the int8 products use
-  the dot-product instructions.
+  (``onnxruntime.quantization.quantize_dynamic``: weights int8 per output channel in 7 bits, activations
+  quantised per call); products of two activations (attention scores, attention x values, the rollout) stay
+  float32. Written by ``mghft export --precision int8``. Needs AVX2 at least; with AVX512-VNNI, AVX-VNNI or AMX
+  the int8 products use the dot-product instructions.
 
 ``auto`` picks the fastest precision that this CPU runs well and whose measured agreement passes
 (:data:`MIN_LABELS_KEPT`, :data:`MAX_ABS_DP`); the choice and the reason are reported with every output.

@@ -190,7 +190,13 @@ def activation_matmuls(path: str | Path) -> list[str]:
 
 def quantize_int8(fp32_path: str | Path, out: str | Path) -> dict[str, Any]:
     """Write an int8 copy of an exported float32 ONNX file: weight matrix products int8 (dynamic quantisation,
-    weights signed int8 per output channel), activation x activation products float32. Returns its settings."""
+    weights signed int8 per output channel, in 7 bits), activation x activation products float32. Returns its
+    settings.
+
+    The weights use 7 of the 8 bits (``reduce_range``): without VNNI, x86 multiplies uint8 activations by int8
+    weights with ``vpmaddubsw``, whose int16 pair sums saturate at full range. On a ``mghft demo`` checkpoint and
+    60 OpenMoji stickers on an AVX2 CPU, full range kept 56.7% of the labels (max |dp| 0.22) and 7 bits 98.3%
+    (max |dp| 0.022); the file may run on either kind of CPU, so it is always written in 7 bits."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     keep = activation_matmuls(fp32_path)
@@ -199,6 +205,7 @@ def quantize_int8(fp32_path: str | Path, out: str | Path) -> dict[str, Any]:
         "op_types": ["MatMul"],
         "weight_type": "int8",
         "per_channel": True,
+        "reduce_range": True,
         "float32_matmuls": len(keep),
     }
     import logging
@@ -214,6 +221,7 @@ def quantize_int8(fp32_path: str | Path, out: str | Path) -> dict[str, Any]:
             op_types_to_quantize=["MatMul"],
             nodes_to_exclude=keep,
             per_channel=True,
+            reduce_range=True,
         )
     finally:
         root.setLevel(level)
