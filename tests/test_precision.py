@@ -306,3 +306,24 @@ def test_service_shows_the_precision(onnx_file: Path) -> None:
     assert r.status_code == 200, r.text
     assert info["precision"] == "fp32" and info["backend"] == "onnxruntime" and "agreement" in info
     assert r.json()["precision"] == "fp32"
+
+
+def test_bf16_keeps_the_discrete_parts_in_float32() -> None:
+    """Under bf16 autocast the products run in bfloat16, but the attention maps that feed the rollout and the patch
+    choice, and the fused row's attention over the views, come out float32; outside autocast nothing changes."""
+    from mghft.models.pvt import SpatialReductionAttention
+
+    torch.manual_seed(0)
+    attn = SpatialReductionAttention(64, num_heads=2, sr_ratio=2).eval()
+    x = torch.randn(2, 1 + 16, 64)
+    with torch.no_grad():
+        out32, maps32 = attn(x, (4, 4), 1, need_weights=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out16, maps16 = attn(x, (4, 4), 1, need_weights=True)
+    assert maps32.dtype == torch.float32 and maps16.dtype == torch.float32 and out16.dtype == torch.bfloat16
+    assert torch.allclose(maps16, maps32, atol=0.05) and not torch.equal(maps16, maps32)
+    model = mghft.create_model("mghft_tiny", text_encoder=False).eval()
+    feats = torch.randn(2, 4, model.cfg.text.dim)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(2, 3, 64, 64), text_features=feats, explain=True)
+    assert out["view_attention"].dtype == torch.float32
