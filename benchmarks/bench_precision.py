@@ -56,7 +56,7 @@ def model_flops(model, size: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.randn(1, 3, size, size)
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+    with FlopCounterMode(display=False) as counter:  # with autograd on: its module tracker needs it
         model(x, explain=True)
     return float(counter.get_total_flops())
 
@@ -172,7 +172,26 @@ def speed(args: argparse.Namespace, tmp: Path) -> dict:
             "refused": refused, "cpu": cpu.summary()}  # fmt: skip
 
 
+def _bf16_with_fp32_picks(predictor, chunk):
+    """bf16 probabilities with Local Re-Attention's patch picks taken from the float32 run of the same images."""
+    import mghft.models.mghft as mm
+    from mghft.serve.precision_setup import bare_probabilities
+
+    select = mm.select_local_tokens
+    picks = []
+    try:
+        mm.select_local_tokens = lambda *a, **k: picks.append(select(*a, **k)) or picks[-1]
+        bare_probabilities(predictor, chunk, "fp32")
+        replay = iter(picks)
+        mm.select_local_tokens = lambda *a, **k: next(replay)
+        return bare_probabilities(predictor, chunk, "bf16")
+    finally:
+        mm.select_local_tokens = select
+
+
 def agreement(args: argparse.Namespace, tmp: Path) -> dict:
+    import numpy as np
+
     import mghft
     from mghft.data.walk import find_images
     from mghft.precision import compare_probabilities
@@ -195,11 +214,26 @@ def agreement(args: argparse.Namespace, tmp: Path) -> dict:
             "onnxruntime fp32": (load_predictor(tmp / "ck.fp32.onnx", text_encoder=False), "fp32"),
             "onnxruntime int8": (load_predictor(tmp / "ck.int8.onnx", text_encoder=False, precision="int8"), "int8"),
         }
+        # diagnostics: int8 with full-range (8-bit) weights; bf16 given float32's patch picks
+        import logging
+
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        from mghft.serve.precision_setup import activation_matmuls
+
+        logging.getLogger().setLevel(logging.ERROR)
+        fp32_file = tmp / "ck.fp32.onnx"
+        quantize_dynamic(str(fp32_file), str(tmp / "ck.int8full.onnx"), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul"], nodes_to_exclude=activation_matmuls(fp32_file),
+                         per_channel=True, reduce_range=False)  # fmt: skip
+        runs["diagnostic: int8, 8-bit weights"] = (load_predictor(tmp / "ck.int8full.onnx", text_encoder=False), "fp32")
     probs = {}
     for k, (pred, prec) in runs.items():
-        probs[k] = __import__("numpy").concatenate(
-            [bare_probabilities(pred, images[i : i + 16], prec if prec == "bf16" else "fp32")
-             for i in range(0, len(images), 16)])  # fmt: skip
+        probs[k] = np.concatenate([bare_probabilities(pred, images[i : i + 16], prec if prec == "bf16" else "fp32")
+                                   for i in range(0, len(images), 16)])  # fmt: skip
+    probs["diagnostic: bf16 with fp32's patch picks"] = np.concatenate(
+        [_bf16_with_fp32_picks(ref, images[i : i + 16]) for i in range(0, len(images), 16)]
+    )
     rows = {k: compare_probabilities(probs["pytorch fp32"], v, k).to_dict() for k, v in probs.items()}
     return {"checkpoint": str(args.checkpoint), "stickers": str(args.stickers), "images": len(files),
             "rows": rows, "export_calibration": exported}  # fmt: skip

@@ -195,8 +195,9 @@ def quantize_int8(fp32_path: str | Path, out: str | Path) -> dict[str, Any]:
 
     The weights use 7 of the 8 bits (``reduce_range``): without VNNI, x86 multiplies uint8 activations by int8
     weights with ``vpmaddubsw``, whose int16 pair sums saturate at full range. On a ``mghft demo`` checkpoint and
-    60 OpenMoji stickers on an AVX2 CPU, full range kept 56.7% of the labels (max |dp| 0.22) and 7 bits 98.3%
-    (max |dp| 0.022); the file may run on either kind of CPU, so it is always written in 7 bits."""
+    its 112 test stickers on an AVX2 CPU, full range kept 68.8% of the labels (max |dp| 0.19) and 7 bits 97.3%
+    (max |dp| 0.010) (``benchmarks/bench_precision.py``); the file may run on either kind of CPU, so it is
+    always written in 7 bits."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     keep = activation_matmuls(fp32_path)
