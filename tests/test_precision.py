@@ -144,6 +144,9 @@ def test_predict_command_runs_an_onnx_file_and_records_precision(onnx_file: Path
     meta = json.loads(out.with_name("p.jsonl.meta.json").read_text(encoding="utf-8"))
     assert len(rows) == 10 and meta["precision"] == "fp32" and meta["backend"] == "onnxruntime"
     assert meta["calibrated"] is True and meta["temperature"] == 1.7 and rows[0]["calibrated"] is True
+    # a calibration set would change nothing for a file (its agreement was measured at export): refused
+    with pytest.raises(mghft.errors.UsageError, match="--calibration: nothing is measured"):
+        load_predictor(onnx_file, text_encoder=False, calibration=[calib])
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -78,7 +78,11 @@ def setup_precision(
     if requested not in PRECISION_CHOICES:
         raise UsageError(f"--precision {requested!r}: choose one of {', '.join(PRECISION_CHOICES)}")
     model = predictor.model
-    if getattr(model, "backend", "pytorch") == "onnxruntime":
+    is_file = getattr(model, "backend", "pytorch") == "onnxruntime"
+    if calibration and (is_file or requested == "fp32"):  # a flag that would change nothing is a mistake
+        what = "a file carries the agreement measured at export" if is_file else "fp32 is the reference"
+        raise UsageError(f"--calibration: nothing is measured here ({what})", hint="leave out --calibration")
+    if is_file:
         _setup_file(predictor, requested, source)
         return
     if requested == "fp32":
@@ -147,15 +151,19 @@ def _setup_file(predictor: Any, requested: str, source: str | Path) -> None:
 def checkpoint_agreement(
     predictor: Any, precision: str, source: str | Path, calibration: CalibrationInput, limit: int
 ) -> Agreement:
-    """The stored agreement of ``precision`` for this checkpoint's weights and calibration set, or a new measurement
-    (stored in the folder's ``precision.json`` when it is a writable local folder)."""
+    """The stored agreement of ``precision`` for this checkpoint's weights, calibration set and CPU kind, or a new
+    measurement (stored in the folder's ``precision.json`` when it is a writable local folder)."""
     folder = Path(source) if Path(source).is_dir() else None
     weights = weights_id(folder) if folder is not None else ""
     cal = calibration_set(folder, calibration, limit=limit)  # raises a UsageError naming --calibration if none
     cal_hash = cal.sha256()
     if folder is not None:
         stored = read_agreements(folder).get(precision)
-        if stored is not None and stored.weights == weights and stored.calibration_sha256 == cal_hash:
+        if (
+            stored is not None
+            and (stored.weights, stored.calibration_sha256) == (weights, cal_hash)
+            and stored.cpu == cpu_support().summary()  # bf16 kernels differ between AVX512-BF16 and AMX
+        ):
             return stored
     images = load_calibration_images(predictor, cal.files)
     agreement = measure_agreement(

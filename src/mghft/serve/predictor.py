@@ -655,7 +655,7 @@ def load_predictor(
         from mghft.models.text import TextEncoderUnavailable
         from mghft.serve.onnx_model import OnnxModel, is_onnx_file
 
-        load: Any = (lambda p, **kw: OnnxModel(p, **kw)) if is_onnx_file(name) else load_model
+        load: Any = OnnxModel if is_onnx_file(name) else load_model
         try:
             model = load(path_or_name, text_encoder=text_encoder, offline=offline)
         except TextEncoderUnavailable as e:  # bare images still work; view texts will not
