@@ -294,9 +294,7 @@ def calibration_set(
         if not files:
             raise UsageError(f"--calibration: no image files under {' '.join(map(str, paths))}")
         return CalibrationSet(files, " ".join(map(str, paths)))
-    from mghft.train.cli import run_config_path
-
-    found_cfg = run_config_path(str(checkpoint)) if checkpoint is not None else None
+    found_cfg = _run_config_path(checkpoint) if checkpoint is not None else None
     if found_cfg is None:
         raise UsageError(
             f"no calibration images: give --calibration (a folder of stickers); {checkpoint} has no train.yaml "
@@ -312,6 +310,15 @@ def calibration_set(
     if not files:
         raise UsageError(f"the validation split of {found_cfg} is empty", hint="give --calibration DIR")
     return CalibrationSet(files, f"val split of {found_cfg}")
+
+
+def _run_config_path(checkpoint: str | Path) -> Path | None:
+    """The ``train.yaml`` a training run wrote beside a local checkpoint folder (``<run>/best``), if any (the rule
+    ``mghft evaluate`` and ``mghft calibrate`` follow)."""
+    folder = Path(checkpoint)
+    if not folder.is_dir():
+        return None
+    return next((c for c in (folder.parent / "train.yaml", folder / "train.yaml") if c.is_file()), None)
 
 
 def measure_agreement(
