@@ -31,7 +31,17 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("hub", ("mghft.hub",)),
     ("models", ("mghft.models", "mghft.registry", "mghft.features", "mghft.export")),
     ("interpret", ("mghft.interpret",)),
-    ("apps", ("mghft.train", "mghft.serve", "mghft.cli_args", "mghft.config_reference", "mghft.experiments")),
+    (
+        "apps",
+        (
+            "mghft.train",
+            "mghft.serve",
+            "mghft.cli_args",
+            "mghft.config_reference",
+            "mghft.experiments",
+            "mghft.precision",
+        ),
+    ),
     ("scale", ("mghft.scale",)),
     ("demo", ("mghft.demo",)),
     ("cli", ("mghft.cli", "mghft.__main__")),

@@ -111,6 +111,9 @@ def export_metadata(model: MGHFT, class_names: Sequence[str], preprocess: dict[s
         "model": model.cfg.to_dict(),
         "calibration": checkpoint_calibration_record(model).summary(),  # per condition: T applied, status
         "calibration_note": checkpoint_calibration_record(model).note or None,
+        # the stored record itself, so a predictor reading this file applies the same temperature per row
+        "calibration_record": (getattr(model, "checkpoint_meta", None) or {}).get("calibration"),
+        "metrics": (getattr(model, "checkpoint_meta", None) or {}).get("metrics"),
         "emoji": (getattr(model, "checkpoint_meta", None) or {}).get("emoji"),
         "trained_views": list(training_views(getattr(model, "checkpoint_meta", None))),
         "provenance": (getattr(model, "checkpoint_meta", None) or {}).get("provenance"),

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mghft.models.ops import linear
+from mghft.models.ops import f32, float32_island, linear
 
 # --------------------------------------------------------------------------------------------------------------
 # Local Re-Attention
@@ -153,14 +153,16 @@ class FusionAttention(nn.Module):
         """softmax(q K^T / sqrt(d)) V over the tokens x (B, N, D) without forming K and V: (B, h, R, d)."""
         B, h, R, d = q.shape
         D = x.shape[-1]
-        w_k, w_v = self.k.weight.view(h, d, D), self.v.weight.view(h, d, D)
-        u = torch.einsum("bhrd,hdD->bhrD", q, w_k).reshape(B, h * R, D)  # q W_k per head
-        a = (torch.bmm(u, x.transpose(1, 2)) * d**-0.5).softmax(dim=-1)  # (B, h*R, N)
-        a = F.dropout(a, dropout_p) if dropout_p > 0 else a
-        ax = torch.bmm(a, x).view(B, h, R, D)  # a X
-        out = torch.einsum("bhrD,hdD->bhrd", ax, w_v)  # (a X) W_v^T: (B, h, R, d)
-        if self.v.bias is not None:
-            out = out + a.sum(dim=-1).view(B, h, R, 1) * self.v.bias.view(1, h, 1, d)
+        with float32_island():  # the fused row's attention decides the head's input: float32 under autocast too
+            q, x = f32(q), f32(x)
+            w_k, w_v = self.k.weight.view(h, d, D), self.v.weight.view(h, d, D)
+            u = torch.einsum("bhrd,hdD->bhrD", q, w_k).reshape(B, h * R, D)  # q W_k per head
+            a = (torch.bmm(u, x.transpose(1, 2)) * d**-0.5).softmax(dim=-1)  # (B, h*R, N)
+            a = F.dropout(a, dropout_p) if dropout_p > 0 else a
+            ax = torch.bmm(a, x).view(B, h, R, D)  # a X
+            out = torch.einsum("bhrD,hdD->bhrd", ax, w_v)  # (a X) W_v^T: (B, h, R, d)
+            if self.v.bias is not None:
+                out = out + a.sum(dim=-1).view(B, h, R, 1) * self.v.bias.view(1, h, 1, d)
         return out
 
     def forward(
@@ -177,7 +179,8 @@ class FusionAttention(nn.Module):
         text_attn = None
         if context is not None:
             kt, vt = self._heads(linear(context, self.k)), self._heads(linear(context, self.v))  # (B, h, T, d)
-            text_attn = (q @ kt.transpose(-2, -1) / self.head_dim**0.5).softmax(dim=-1)  # (B, h, R, T)
+            with float32_island():  # scores and softmax in float32 under autocast (the view weights)
+                text_attn = (f32(q) @ f32(kt).transpose(-2, -1) / self.head_dim**0.5).softmax(dim=-1)  # (B, h, R, T)
             q = self.attn_drop(text_attn) @ vt  # (B, h, R, d): the text-guided queries
         if R * self.num_heads < D:
             out = self._attend_tokens(q, x, p)  # (B, h, R, d)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from mghft.config import ModelConfig
 from mghft.losses import stage_alignment_loss
 from mghft.models.fusion import TIE_TOLERANCE, FusionBlock, gather_tokens, mlp2, select_local_tokens
-from mghft.models.ops import linear
+from mghft.models.ops import f32, float32_island, linear
 from mghft.models.pvt import build_backbone
 from mghft.models.text import TextEncoder
 
@@ -158,7 +158,9 @@ class MGHFT(nn.Module):
 
         stage_global = torch.stack(g_list, dim=1)  # (B, 4, d), stage order
         g, tt = stage_global.flip(1), t.flip(1)  # [g4, g3, g2, g1], [T4, ..., T1]
-        g = g + torch.softmax(g @ tt.transpose(1, 2), dim=-1) @ tt  # (B, 4, d) global soft-fuse
+        with float32_island():  # a 4 x 4 softmax: float32 under autocast too
+            g, tt = f32(g), f32(tt)
+            g = g + torch.softmax(g @ tt.transpose(1, 2), dim=-1) @ tt  # (B, 4, d) global soft-fuse
         local = torch.cat(local_list, dim=1).flip(1)  # (B, sum K_i, d), whole sequence reversed
         z = self.backbone.norm(torch.cat([g, local], dim=1))  # (B, visual_tokens, d)
         text_seq = torch.cat([tt, torch.stack(local_text, dim=1).flip(1)], dim=1)  # (B, 8, d)

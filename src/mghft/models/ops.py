@@ -5,9 +5,15 @@ accumulates the product on top: one extra pass over the output, which for PVT's 
 at 448 px in stage 1) costs as much as a third of the product. oneDNN's linear applies the bias, and optionally
 the exact (erf) GELU, in the product's epilogue instead. :func:`linear` uses it for float32 CPU
 tensors, in inference and (through a custom autograd function with the standard gradients) in training; it
-falls back to ``F.linear`` wherever oneDNN does not apply (other devices or dtypes, autocast, tracing,
-export, ``torch.compile``) or after :func:`set_onednn_linear` turned it off. Both paths compute the same
-function; outputs differ by float rounding only (the order of the accumulation).
+falls back to ``F.linear`` wherever oneDNN does not apply (other devices or dtypes, tracing, export,
+``torch.compile``) or after :func:`set_onednn_linear` turned it off. Both paths compute the same function;
+outputs differ by float rounding only (the order of the accumulation).
+
+Under CPU autocast to bfloat16 (``--precision bf16``, :mod:`mghft.precision`) inference takes the same fused path
+in bfloat16 where the CPU has bfloat16 dot products (oneDNN reports ``_is_mkldnn_bf16_supported``), with a
+bfloat16 copy of each weight kept beside it; elsewhere autocast's own ``F.linear`` runs. :func:`float32_island`
+and :func:`f32` keep the parts that decide discrete choices (attention scores and softmax, the rollout, the
+fusion's row-0 attention) in float32 under autocast; outside autocast they change nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +28,28 @@ from torch import Tensor, nn
 
 _AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 _enabled = True
+_BF16 = (
+    _AVAILABLE
+    and hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported")
+    and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+)
+_LOW = (torch.bfloat16, torch.float16)
+
+
+def f32(x: Tensor) -> Tensor:
+    """``x`` in float32 when autocast made it bfloat16 or float16; otherwise ``x`` itself (no copy)."""
+    return x.float() if x.dtype in _LOW else x
+
+
+@contextlib.contextmanager
+def float32_island() -> Iterator[None]:
+    """Suspend CPU autocast inside the block (with :func:`f32` on the inputs, the block computes in float32);
+    without autocast nothing changes, so float32 results are bit for bit the same."""
+    if not torch.is_autocast_enabled("cpu"):
+        yield
+        return
+    with torch.autocast("cpu", enabled=False):
+        yield
 
 
 def _linear_pointwise_flops(x_shape: list[int], w_shape: list[int], *args: object, **kwargs: object) -> int:
@@ -66,6 +94,27 @@ def _onednn_applies(x: Tensor, weight: Tensor) -> bool:
     )
 
 
+def _bf16_applies(x: Tensor, weight: Tensor) -> bool:
+    """Inference under CPU autocast to bfloat16 on a CPU where oneDNN has bfloat16 products."""
+    if not (_BF16 and _enabled) or x.device.type != "cpu" or weight.dtype != torch.float32:
+        return False
+    if not torch.is_autocast_enabled("cpu") or torch.get_autocast_dtype("cpu") != torch.bfloat16:
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return False
+    return not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
+
+
+def _bf16_copy(t: Tensor) -> Tensor:
+    """A bfloat16 copy of a weight, kept on the tensor and renewed when the weight changes in place."""
+    cached = getattr(t, "_mghft_bf16", None)
+    if cached is not None and cached[0] == t._version:
+        return cached[1]
+    copy = t.detach().to(torch.bfloat16)
+    t._mghft_bf16 = (t._version, copy)  # type: ignore[attr-defined]
+    return copy
+
+
 def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
 
@@ -104,6 +153,9 @@ def linear(x: Tensor, layer: nn.Linear, gelu: bool = False) -> Tensor:
 
 def linear_weights(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool = False) -> Tensor:
     """:func:`linear` with the weight (out, in) and bias (out,) given directly."""
+    if _bf16_applies(x, weight):
+        b = None if bias is None else _bf16_copy(bias)
+        return _onednn(x.to(torch.bfloat16), _bf16_copy(weight), b, gelu)
     if not _onednn_applies(x, weight):
         y = F.linear(x, weight, bias)
         return F.gelu(y) if gelu else y

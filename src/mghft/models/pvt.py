@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mghft.config import VisionConfig
-from mghft.models.ops import linear, linear_weights
+from mghft.models.ops import f32, float32_island, linear, linear_weights
 
 
 class DropPath(nn.Module):
@@ -175,7 +175,8 @@ class SpatialReductionAttention(nn.Module):
         kv = linear(kv, self.kv).reshape(B, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         k, v = kv.unbind(0)  # (B, h, M', d) each
         if need_weights:
-            attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, M'), q already scaled
+            with float32_island():  # the maps feed the rollout and the patch choice: float32 under autocast too
+                attn = (f32(q) @ f32(k).transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, M'), q already scaled
             out = self.attn_drop(attn) @ v  # (B, h, N, d)
         else:
             attn = None

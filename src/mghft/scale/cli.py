@@ -98,8 +98,11 @@ def predict_with_ray(args: argparse.Namespace) -> int:
         address=args.ray_address,
         top_k=args.top_k,
         min_probability=args.min_probability,
+        precision=args.precision,
+        calibration=[str(c) for c in args.calibration] or None,
     )
-    return _finish(out, summary, {"command": "predict", "model": args.model, "inputs": [str(p) for p in args.paths]})
+    meta = {"command": "predict", "model": args.model, "inputs": [str(p) for p in args.paths]}
+    return _finish(out, summary, {**meta, "precision": args.precision})
 
 
 def interpret_with_ray(args: argparse.Namespace, backend_factory: Callable[[], Any]) -> int:

@@ -206,6 +206,7 @@ class PredictionOut(BaseModel):
 
 class PredictResponse(BaseModel):
     model: str
+    precision: str = Field("fp32", description="fp32, bf16 or int8: the precision the model ran in (see /v1/model)")
     predictions: list[PredictionOut]
 
 
@@ -541,7 +542,9 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
 
             for d, p in zip(out, preds, strict=True):
                 d["emotions"] = select_emotions(p.probabilities, top_k=top_k, min_probability=min_probability)
-        return JSONResponse({"model": predictor.name, "predictions": out})
+        return JSONResponse(
+            {"model": predictor.name, "precision": getattr(predictor, "precision", "fp32"), "predictions": out}
+        )
 
     page_policy = (
         "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; frame-ancestors 'none'; "

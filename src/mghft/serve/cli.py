@@ -53,6 +53,24 @@ def _add_interpreter_args(p: argparse.ArgumentParser) -> None:
                    "version wrote it (same, default), or whatever the store holds (any)")  # fmt: skip
 
 
+def _add_precision_args(p: argparse.ArgumentParser, export: bool = False) -> None:
+    from mghft.precision import MAX_ABS_DP, MIN_LABELS_KEPT, PRECISION_CHOICES, PRECISIONS
+
+    g = p.add_argument_group("precision (see docs/serve.md)")
+    if export:
+        g.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                       help="fp32, or int8 (ONNX: weight matrix products quantised; its agreement with fp32 is "
+                       "measured on the calibration images and stored in the file)")  # fmt: skip
+    else:
+        text = (f"{', '.join(PRECISIONS)} or auto: the fastest this CPU runs well whose agreement with fp32 passes "
+                f"(>= {MIN_LABELS_KEPT:.1%} labels kept, max |dp| <= {MAX_ABS_DP:g}); a precision the CPU lacks "
+                "instructions for is refused (default: fp32)")  # fmt: skip
+        g.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32", help=text.replace("%", "%%"))
+    g.add_argument("--calibration", type=local_path, action="append", default=[], metavar="PATH",
+                   help="image files or folders to measure agreement with fp32 on (default: the checkpoint's "
+                   "validation split, from the train.yaml beside it; repeatable)")  # fmt: skip
+
+
 def register(sub: Any) -> None:
     """Add the ``predict``, ``serve`` and ``export`` commands."""
     p = sub.add_parser(
@@ -63,7 +81,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="local image files or folders (--engine ray: also manifests, object-store URIs)")  # fmt: skip
-    p.add_argument("--model", required=True, help="checkpoint folder or Hugging Face Hub repo id")
+    p.add_argument("--model", required=True, help="checkpoint folder, exported .onnx file or Hugging Face Hub repo id")
     p.add_argument("--out", type=local_path,
                    help="output file: .csv or .jsonl (its extension picks the format); with --engine ray a folder "
                    "(a Delta Lake table); optional with a sticker pack")  # fmt: skip
@@ -107,6 +125,7 @@ def register(sub: Any) -> None:
                    help="a JSON list of Telegram InputSticker objects: predict the local sticker files and write "
                    "their 'emoji_list', other fields kept (repeatable)")  # fmt: skip
     _add_interpreter_args(p)
+    _add_precision_args(p)
     add_engine_args(p, actors_help="model replicas, each loading the model once")
     p.set_defaults(handler=_cmd_predict)
 
@@ -115,7 +134,7 @@ def register(sub: Any) -> None:
         help="run the HTTP prediction service and its web page",
         description="Serve POST /v1/predict, /healthz, /readyz, the OpenAPI description (/docs) and a web page (/).",
     )
-    s.add_argument("--model", required=True, help="checkpoint folder or Hugging Face Hub repo id")
+    s.add_argument("--model", required=True, help="checkpoint folder, exported .onnx file or Hugging Face Hub repo id")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     s.add_argument("--port", type=port_number, default=8000, help="TCP port to listen on")
     s.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
@@ -146,6 +165,7 @@ def register(sub: Any) -> None:
                    help="require this key (the file's content) in an X-API-Key header or as a Bearer token "
                    "(Authorization: Bearer KEY); default: $MGHFT_API_KEY, else no key")  # fmt: skip
     _add_interpreter_args(s)
+    _add_precision_args(s)
     s.set_defaults(handler=_cmd_serve)
 
     e = sub.add_parser(
@@ -162,6 +182,7 @@ def register(sub: Any) -> None:
     e.add_argument("--format", choices=("onnx", "torchscript"), help="export format, whatever --out's extension")
     e.add_argument("--opset", type=number(int, minimum=9, maximum=20), default=17, help="ONNX opset (9 to 20)")
     e.add_argument("--tolerance", type=POSITIVE, default=1e-3, help="largest allowed |difference| of probabilities")
+    _add_precision_args(e, export=True)
     e.set_defaults(handler=_cmd_export)
 
 
@@ -318,6 +339,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         calibrated=not args.uncalibrated,
         emoji=read_emoji_map(args.emoji_map) if args.emoji_map else None,
+        precision=args.precision,
+        calibration=args.calibration or None,
     )
     check_selection(args.top_k, args.min_probability, len(predictor.class_names))
     if packs and not predictor.emoji:
@@ -406,6 +429,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     meta["args"]["paths"] = [str(p) for p in args.paths]
     meta["calibration"] = predictor.calibration.summary()  # per input condition; each row says which it got
     meta["calibration_note"] = predictor.calibration.note or None
+    meta.update(predictor.precision_info())
     meta["packs"] = _fill_packs(args, tags)
     if out is not None:
         out.with_name(out.name + ".meta.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
@@ -557,7 +581,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     _log_to_stderr()
     sock = bind_socket(args.host, args.port)  # a taken port is an error before the model loads
     try:
-        predictor = load_predictor(args.model, device=args.device, max_pixels=args.max_pixels)
+        predictor = load_predictor(
+            args.model,
+            device=args.device,
+            max_pixels=args.max_pixels,
+            precision=args.precision,
+            calibration=args.calibration or None,
+        )
         predictor.interpreter = _build_interpreter(args)
         app = create_app(predictor, settings)
         server = _server_class()(uvicorn_config(app, args.host, args.port, args.max_connections))
@@ -629,10 +659,32 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if bool(args.model) == bool(args.model_option):
         raise UsageError("export: give the checkpoint once, as MODEL or --model", hint="mghft export --help")
     fmt = output_format(args.out, args.format, EXPORT_FORMATS)
-    model = load_model(args.model or args.model_option, text_encoder=False).eval()
-    path = export_model(model, args.out, format=fmt, opset=args.opset)
-    report = compare_outputs(model, ExportedModel(path), example_inputs(model, batch=3, seed=1))
+    source = args.model or args.model_option
+    if fmt != "onnx" and (args.precision != "fp32" or args.calibration):
+        raise UsageError("--precision int8 and --calibration apply to ONNX exports", hint="--out model.onnx")
+    model = load_model(source, text_encoder=False).eval()
+    agreement = None
+    if fmt == "onnx":
+        from mghft.serve.precision_setup import export_with_precision
+
+        agreement = export_with_precision(
+            model, args.out, args.precision, checkpoint=source, calibration=args.calibration or None, opset=args.opset
+        )
+        path = args.out
+    else:
+        path = export_model(model, args.out, format=fmt, opset=args.opset)
     size = path.stat().st_size / 1e6
+    if agreement is not None:
+        print(f"agreement: {agreement.line()}")
+    if args.precision == "int8":
+        print(f"wrote {path} ({fmt}, int8, {size:.1f} MB)")
+        if agreement is not None and not agreement.passed:
+            raise MghftError(
+                f"export: {path} is written but fails the agreement check, so --precision auto will not run it",
+                hint="run it with --precision int8 if the differences are acceptable, else use the fp32 export",
+            )
+        return 0
+    report = compare_outputs(model, ExportedModel(path), example_inputs(model, batch=3, seed=1))
     print(f"wrote {path} ({fmt}, {size:.1f} MB); compared with PyTorch on 3 example inputs:")
     for line in export_verdict(report, args.tolerance):
         print(line)

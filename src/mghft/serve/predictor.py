@@ -42,6 +42,7 @@ from mghft.emoji import emoji_tags
 from mghft.errors import MghftError
 from mghft.models.mghft import MGHFT
 from mghft.models.text import view_texts
+from mghft.precision import precision_context
 from mghft.provenance import training_views, view_keep
 from mghft.serve.cache import ByteLRU
 from mghft.serve.overlay import heatmap_overlay, labelled_overlay
@@ -252,6 +253,8 @@ class Predictor:
             probability as the model gives it (uncalibrated, and every prediction says so).
         emoji: class -> emoji for :attr:`Prediction.emoji` (default: :data:`mghft.emoji.DEFAULT_EMOJI`, where
             every class has one).
+        precision: ``fp32``, ``bf16`` or ``int8`` (:mod:`mghft.precision`): the forward runs under its context;
+            an ONNX model carries its own. Shown by :meth:`info` as the :attr:`precision` attribute.
     """
 
     def __init__(
@@ -271,6 +274,7 @@ class Predictor:
         description_cache_bytes: int = DESCRIPTION_CACHE_BYTES,
         calibration: CalibrationRecord | None = None,
         emoji: Mapping[str, str] | None = None,
+        precision: str = "fp32",
     ) -> None:
         if len(class_names) != model.cfg.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {model.cfg.num_classes} classes")
@@ -295,6 +299,11 @@ class Predictor:
         self._feat_cache: ByteLRU[str, torch.Tensor] = ByteLRU(text_cache_bytes)
         # The views the model was trained with (its provenance); the others are never fed to it.
         self.view_keep = view_keep(training_views(getattr(model, "checkpoint_meta", None)))
+        # the precision the forward runs in, its measured agreement with fp32 and why it was chosen
+        # (set by mghft.serve.precision_setup.setup_precision; fp32 needs no agreement)
+        self.precision = precision
+        self.agreement: dict[str, Any] | None = None
+        self.precision_reason = "asked for" if precision != "fp32" else "the default"
 
     # ------------------------------------------------------------------------------------------------------
     # inputs
@@ -442,7 +451,8 @@ class Predictor:
             if tf is not None:
                 kwargs["text_features"] = tf[0].to(self.device)
                 kwargs["view_mask"] = tf[1].to(self.device)
-            out = self.model(x, **kwargs)
+            with precision_context(self.precision):
+                out = self.model(x, **kwargs)
             logits = out["logits"].float()  # (B, C)
             check_finite(logits, f"model {self.name} on {', '.join(im.name for im in images)}")
             cals = self.calibration_for(kwargs.get("view_mask"), len(images))
@@ -539,6 +549,16 @@ class Predictor:
             "calibration": self.calibration.summary(),
             "calibration_note": self.calibration.note or None,
             "emoji": self.emoji,
+            **self.precision_info(),
+        }
+
+    def precision_info(self) -> dict[str, Any]:
+        """The precision, the backend that runs it, why it was chosen and its agreement with fp32 (or None)."""
+        return {
+            "precision": self.precision,
+            "backend": getattr(self.model, "backend", "pytorch"),
+            "precision_reason": self.precision_reason,
+            "agreement": self.agreement,
         }
 
 
@@ -621,11 +641,15 @@ def load_predictor(
     text_encoder: bool = True,
     calibrated: bool = True,
     emoji: Mapping[str, str] | None = None,
+    precision: str = "fp32",
+    calibration: Sequence[str | Path] | str | Path | None = None,
 ) -> Predictor:
-    """A :class:`Predictor` for a checkpoint folder, a Hugging Face Hub repo id, or a registered variant name.
+    """A :class:`Predictor` for a checkpoint folder, an exported ``.onnx`` file, a Hugging Face Hub repo id, or a
+    registered variant name.
 
     Args:
-        path_or_name: a folder written by :func:`mghft.save_checkpoint`, a Hub repo id (``user/repo``), or a
+        path_or_name: a folder written by :func:`mghft.save_checkpoint`, a ``.onnx`` file written by
+            ``mghft export`` (run through ONNX Runtime on the CPU), a Hub repo id (``user/repo``), or a
             variant from :func:`mghft.list_models` (random weights: for demos and benchmarks only; warns).
         interpreter: an :class:`mghft.interpret.Interpreter`, or a backend spec (``offline``,
             ``openai:gpt-4o``, ...) to describe bare images on the fly; ``None``: bare images run without views.
@@ -639,12 +663,18 @@ def load_predictor(
         calibrated: apply the checkpoint's fitted temperatures (``config.json["calibration"]``, one per input
             condition) where they are reliable.
         emoji: class -> emoji overriding the checkpoint's mapping (``config.json["emoji"]``) and the defaults.
+        precision: ``fp32`` (default), ``bf16``, ``int8`` or ``auto`` (:mod:`mghft.precision`); a precision this
+            CPU cannot run well, or one the file does not hold, raises
+            :class:`~mghft.precision.PrecisionRefused` (naming why).
+        calibration: image files or folders to measure a non-fp32 precision's agreement with fp32 on (default:
+            the checkpoint's validation split, when its ``train.yaml`` is beside it).
     """
     from mghft.models.factory import create_model, load_model
     from mghft.registry import list_models
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     name = str(path_or_name)
+    on_cpu = name.lower().endswith(".onnx")  # ONNX Runtime's CPU provider
+    device = device or ("cuda" if torch.cuda.is_available() and not on_cpu else "cpu")
     if not Path(name).exists() and name in list_models():
         warnings.warn(f"{name} is a variant name, not a checkpoint: its weights are random", stacklevel=2)
         model = create_model(name, offline=offline, text_encoder=text_encoder)
@@ -657,12 +687,14 @@ def load_predictor(
         calibration, ck_emoji = CalibrationRecord.uncalibrated(f"{name} has random weights: nothing fitted"), None
     else:
         from mghft.models.text import TextEncoderUnavailable
+        from mghft.serve.onnx_model import OnnxModel, is_onnx_file
 
+        load: Any = OnnxModel if is_onnx_file(name) else load_model
         try:
-            model = load_model(path_or_name, text_encoder=text_encoder, offline=offline)
+            model = load(path_or_name, text_encoder=text_encoder, offline=offline)
         except TextEncoderUnavailable as e:  # bare images still work; view texts will not
             warnings.warn(f"running without the text encoder, so without views: {e}", stacklevel=2)
-            model = load_model(path_or_name, text_encoder=False, offline=offline)
+            model = load(path_or_name, text_encoder=False, offline=offline)
         meta = model.checkpoint_meta
         classes = list(meta["class_names"])
         preprocess = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else None
@@ -672,7 +704,7 @@ def load_predictor(
         ck_emoji = meta.get("emoji")
     if isinstance(interpreter, str):
         interpreter = build_interpreter(interpreter, store=store)
-    return Predictor(
+    predictor = Predictor(
         model,
         class_names=classes,
         preprocess=preprocess,
@@ -685,6 +717,10 @@ def load_predictor(
         calibration=calibration,
         emoji={**(ck_emoji or {}), **(emoji or {})} or None,
     )
+    from mghft.serve.precision_setup import setup_precision
+
+    setup_precision(predictor, precision, source=path_or_name, calibration=calibration)
+    return predictor
 
 
 __all__ = [
