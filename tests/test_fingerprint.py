@@ -37,10 +37,13 @@ def _fp(path: Path, **kw) -> Fingerprint:
 def test_the_same_checkpoint_gives_the_same_id_and_each_part_changes_it(checkpoint: Path, tmp_path: Path) -> None:
     base = _fp(checkpoint)
     assert base == _fp(checkpoint) and len(base.id) == 32
-    assert base.parts["calibrated"] and base.parts["temperature"] == 1.7 and base.parts["precision"] == "fp32"
+    # a one-temperature record: fitted with views, so it applies to requests with views only
+    applied = base.parts["calibration_applied"]
+    assert applied["views"] == {"temperature": 1.7, "calibrated": True} and not applied["bare"]["calibrated"]
+    assert base.parts["precision"] == "fp32"
 
     raw = _fp(checkpoint, calibrated=False)  # --uncalibrated
-    assert raw != base and raw.differences(base)[0].startswith("calibrated: false != true")
+    assert raw != base and [d.split(":")[0] for d in raw.differences(base)] == ["calibration_applied"]
 
     emoji = _fp(checkpoint, emoji={"anger": "😡"})
     assert emoji != base and any(d.startswith("emoji:") for d in emoji.differences(base))

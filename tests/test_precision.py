@@ -13,7 +13,7 @@ import torch
 
 import mghft
 import mghft.export
-from mghft.calibration import Calibration
+from mghft.calibration import Calibration, CalibrationRecord
 from mghft.cli import main
 from mghft.errors import MghftError, NotFoundError
 from mghft.export import export_model
@@ -74,7 +74,8 @@ def calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = make_checkpoint(tmp_path_factory.mktemp("precision") / "tiny", seed=5)
-    store_calibration(folder, Calibration(1.7, "val", 100, 1.2, 1.0, 0.2, 0.05), CLASSES, {"anger": "🔥"})
+    fits = {c: Calibration(1.7, "val", 100, 1.2, 1.0, 0.2, 0.05, condition=c) for c in ("views", "bare")}
+    store_calibration(folder, CalibrationRecord(fits), CLASSES, {"anger": "🔥"})
     return folder
 
 
@@ -98,7 +99,8 @@ def test_onnx_file_predicts_as_its_checkpoint(checkpoint: Path, onnx_file: Path,
     ox = load_predictor(onnx_file, text_encoder=False)
     a, b = ck.predict(stickers, batch_size=5), ox.predict(stickers, batch_size=5)
     # the same calibration (temperature 1.7 from the checkpoint) and emoji override travel inside the file
-    assert ox.temperature == ck.temperature == 1.7 and ox.calibrated and ox.emoji == ck.emoji
+    temperatures = {"views": 1.7, "bare": 1.7}  # one per input condition, from the record inside the file
+    assert ox.calibration.temperatures() == ck.calibration.temperatures() == temperatures and ox.emoji == ck.emoji
     assert ox.emoji["anger"] == "🔥"
     worst = max(abs(p.probabilities[c] - q.probabilities[c]) for p, q in zip(a, b, strict=True) for c in CLASSES)
     assert worst < 1e-5  # the bound the docs state for a float32 export
@@ -143,10 +145,11 @@ def test_predict_command_runs_an_onnx_file_and_records_precision(onnx_file: Path
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     meta = json.loads(out.with_name("p.jsonl.meta.json").read_text(encoding="utf-8"))
     assert len(rows) == 10 and meta["precision"] == "fp32" and meta["backend"] == "onnxruntime"
-    assert meta["calibrated"] is True and meta["temperature"] == 1.7 and rows[0]["calibrated"] is True
+    assert meta["calibration"]["bare"] == {"temperature": 1.7, "calibrated": True, "status": rows[0]["calibration"]}
+    assert rows[0]["calibrated"] is True and rows[0]["temperature"] == 1.7
     # a calibration set would change nothing for a file (its agreement was measured at export): refused
-    with pytest.raises(mghft.errors.UsageError, match="--calibration: nothing is measured"):
-        load_predictor(onnx_file, text_encoder=False, calibration=[calib])
+    with pytest.raises(mghft.errors.UsageError, match="--agreement-set: nothing is measured"):
+        load_predictor(onnx_file, text_encoder=False, agreement_set=[calib])
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -162,7 +165,7 @@ def test_int8_export_measures_and_stores_its_agreement(
     folder = checkpoint if which == "random" else trained
     model = mghft.load_model(folder, text_encoder=False)
     path = tmp_path / "m8.onnx"
-    agreement = export_with_precision(model, path, "int8", checkpoint=folder, calibration=[calib])
+    agreement = export_with_precision(model, path, "int8", checkpoint=folder, agreement_set=[calib])
     assert agreement is not None and agreement.images == 10 and agreement.calibration == str(calib)
     # the products of two activations (attention scores, rollout) are left in float32
     import onnx
@@ -199,14 +202,14 @@ def test_int8_export_measures_and_stores_its_agreement(
 def test_int8_needs_a_calibration_set_and_a_file(checkpoint: Path, tmp_path: Path, capsys) -> None:
     assert main(["export", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--precision", "int8"]) == 2
     err = capsys.readouterr().err
-    assert "no calibration images" in err and "--calibration" in err
+    assert "no agreement images" in err and "--agreement-set" in err
     with pytest.raises(PrecisionRefused, match="runs from an exported file"):
         load_predictor(checkpoint, device="cpu", precision="int8", text_encoder=False)
 
 
 def test_export_command_int8_reports_agreement(checkpoint: Path, calib: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "q.onnx"
-    code = main(["export", str(checkpoint), "--out", str(out), "--precision", "int8", "--calibration", str(calib)])
+    code = main(["export", str(checkpoint), "--out", str(out), "--precision", "int8", "--agreement-set", str(calib)])
     printed = capsys.readouterr()
     assert "int8 against fp32 on 10 calibration images" in printed.out and out.is_file()
     meta = mghft.export.ExportedModel(out).metadata["precision"]
@@ -247,7 +250,7 @@ def test_bf16_agreement_is_measured_once_and_stored(
     shutil.copytree(checkpoint if which == "random" else trained, folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p = load_predictor(folder, device="cpu", precision="bf16", calibration=[calib], text_encoder=False)
+        p = load_predictor(folder, device="cpu", precision="bf16", agreement_set=[calib], text_encoder=False)
     stored = read_agreements(folder)["bf16"]
     assert p.precision == "bf16" and p.agreement == stored.to_dict() and stored.images == 10
     files = sorted(calib.iterdir())
@@ -259,7 +262,7 @@ def test_bf16_agreement_is_measured_once_and_stored(
     monkeypatch.setattr(setup, "measure_agreement", lambda *a, **k: pytest.fail("measured again"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        again = load_predictor(folder, device="cpu", precision="bf16", calibration=[calib], text_encoder=False)
+        again = load_predictor(folder, device="cpu", precision="bf16", agreement_set=[calib], text_encoder=False)
     assert again.agreement == stored.to_dict()
     # new weights: measured again
     monkeypatch.undo()
@@ -270,7 +273,7 @@ def test_bf16_agreement_is_measured_once_and_stored(
     mghft.save_checkpoint(model, folder, class_names=CLASSES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        changed = load_predictor(folder, device="cpu", precision="bf16", calibration=[calib], text_encoder=False)
+        changed = load_predictor(folder, device="cpu", precision="bf16", agreement_set=[calib], text_encoder=False)
     assert changed.agreement["weights"] != stored.weights
 
 

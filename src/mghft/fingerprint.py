@@ -8,8 +8,9 @@ The parts of a predictor's fingerprint:
 
 - ``weights_sha256``: SHA-256 of the loaded weights (every tensor of the state dict: name, dtype, shape, bytes);
 - ``calibration_sha256``: SHA-256 of the checkpoint's whole calibration record as stored (``config.json
-  ["calibration"]``, whatever it holds: one temperature or several), ``None`` without one; ``calibrated``: whether
-  it is applied (``--uncalibrated``: not); ``temperature``: the one applied, for reading;
+  ["calibration"]``, whatever it holds: one temperature or several), ``None`` without one; ``calibration_applied``:
+  per input condition (views, bare), the temperature applied and whether it is (``--uncalibrated`` or an unreliable
+  fit: not);
 - ``views``: the views the model reads; ``emoji``: the class -> emoji map; ``classes``: the label names;
 - ``writer``: the description writer (backend, model, prompt version) of an interpreter, ``None`` without one;
 - ``store``: the writers (backend/model/prompt version) of the descriptions in the description store read for views,
@@ -143,8 +144,11 @@ def predictor_fingerprint(
     parts = {
         "weights_sha256": weights_sha256(predictor.model),
         "calibration_sha256": _sha256_json(meta.get("calibration")),
-        "calibrated": bool(predictor.calibrated),
-        "temperature": float(predictor.temperature),
+        # per input condition: the temperature applied and whether it is (``--uncalibrated``, an unreliable fit: not)
+        "calibration_applied": {
+            c: {"temperature": float(v["temperature"]), "calibrated": bool(v["calibrated"])}
+            for c, v in predictor.calibration.summary().items()
+        },
         "classes": list(predictor.class_names),
         "views": views,
         "emoji": dict(predictor.emoji) if predictor.emoji else None,

@@ -289,17 +289,17 @@ def calibration_set(
         paths = [given] if isinstance(given, (str, Path)) else list(given)
         found = find_images(paths, as_str=True)
         if found.missing:
-            raise UsageError(f"--calibration: {found.missing[0]}")
+            raise UsageError(f"--agreement-set: {found.missing[0]}")
         files = sorted(found.files)[:limit]
         if not files:
-            raise UsageError(f"--calibration: no image files under {' '.join(map(str, paths))}")
+            raise UsageError(f"--agreement-set: no image files under {' '.join(map(str, paths))}")
         return CalibrationSet(files, " ".join(map(str, paths)))
     found_cfg = _run_config_path(checkpoint) if checkpoint is not None else None
     if found_cfg is None:
         raise UsageError(
-            f"no calibration images: give --calibration (a folder of stickers); {checkpoint} has no train.yaml "
+            f"no agreement images: give --agreement-set (a folder of stickers); {checkpoint} has no train.yaml "
             "beside it naming its validation split",
-            hint="--calibration DIR with a few hundred stickers like the ones you will label",
+            hint="--agreement-set DIR with a few hundred stickers like the ones you will label",
         )
     from mghft.train.config import TrainConfig
     from mghft.train.data import load_splits
@@ -308,7 +308,7 @@ def calibration_set(
     part = load_splits(cfg.data, found_cfg.parent, log=False, create_split=False, splits=("val",))["val"]
     files = sorted(str(s.path) for s in part.samples)[:limit]
     if not files:
-        raise UsageError(f"the validation split of {found_cfg} is empty", hint="give --calibration DIR")
+        raise UsageError(f"the validation split of {found_cfg} is empty", hint="give --agreement-set DIR")
     return CalibrationSet(files, f"val split of {found_cfg}")
 
 

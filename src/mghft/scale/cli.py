@@ -99,7 +99,7 @@ def predict_with_ray(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         min_probability=args.min_probability,
         precision=args.precision,
-        calibration=[str(c) for c in args.calibration] or None,
+        agreement_set=[str(c) for c in args.agreement_set] or None,
     )
     meta = {"command": "predict", "model": args.model, "inputs": [str(p) for p in args.paths]}
     return _finish(out, summary, {**meta, "precision": args.precision})

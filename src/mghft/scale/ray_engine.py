@@ -505,7 +505,7 @@ def predict_ray(
     top_k: int | None = None,
     min_probability: float | None = None,
     precision: str = "fp32",
-    calibration: Sequence[str] | None = None,
+    agreement_set: Sequence[str] | None = None,
 ) -> RayJobSummary:
     """Predict every sticker at ``locations`` on Ray; one row per path and model fingerprint in the Delta table
     ``out_dir`` (schema :func:`predict_schema`). The (path, sha256) pairs with a success row of this model's
@@ -528,7 +528,7 @@ def predict_ray(
         max_bytes: largest sticker file read.
         top_k, min_probability: several emotions per sticker in the ``emotions`` column
             (:func:`mghft.selection.select_emotions`); part of the fingerprint.
-        precision, calibration: as :func:`mghft.load_predictor` (each replica checks its own CPU).
+        precision, agreement_set: as :func:`mghft.load_predictor` (each replica checks its own CPU).
 
     Raises:
         FingerprintMismatchError: an actor loaded another model than the driver (named part by part).
@@ -542,7 +542,7 @@ def predict_ray(
         "max_pixels": max_pixels,
         "batch_size": batch_size,
         "precision": precision,
-        "calibration": list(calibration) if calibration else None,
+        "agreement_set": list(agreement_set) if agreement_set else None,
     }
     store_arg = str(store) if store else None
     from mghft.selection import check_selection

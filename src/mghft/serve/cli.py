@@ -66,7 +66,7 @@ def _add_precision_args(p: argparse.ArgumentParser, export: bool = False) -> Non
                 f"(>= {MIN_LABELS_KEPT:.1%} labels kept, max |dp| <= {MAX_ABS_DP:g}); a precision the CPU lacks "
                 "instructions for is refused (default: fp32)")  # fmt: skip
         g.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32", help=text.replace("%", "%%"))
-    g.add_argument("--calibration", type=local_path, action="append", default=[], metavar="PATH",
+    g.add_argument("--agreement-set", type=local_path, action="append", default=[], metavar="PATH",
                    help="image files or folders to measure agreement with fp32 on (default: the checkpoint's "
                    "validation split, from the train.yaml beside it; repeatable)")  # fmt: skip
 
@@ -340,7 +340,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         calibrated=not args.uncalibrated,
         emoji=read_emoji_map(args.emoji_map) if args.emoji_map else None,
         precision=args.precision,
-        calibration=args.calibration or None,
+        agreement_set=args.agreement_set or None,
     )
     check_selection(args.top_k, args.min_probability, len(predictor.class_names))
     if packs and not predictor.emoji:
@@ -586,7 +586,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             device=args.device,
             max_pixels=args.max_pixels,
             precision=args.precision,
-            calibration=args.calibration or None,
+            agreement_set=args.agreement_set or None,
         )
         predictor.interpreter = _build_interpreter(args)
         app = create_app(predictor, settings)
@@ -660,15 +660,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("export: give the checkpoint once, as MODEL or --model", hint="mghft export --help")
     fmt = output_format(args.out, args.format, EXPORT_FORMATS)
     source = args.model or args.model_option
-    if fmt != "onnx" and (args.precision != "fp32" or args.calibration):
-        raise UsageError("--precision int8 and --calibration apply to ONNX exports", hint="--out model.onnx")
+    if fmt != "onnx" and (args.precision != "fp32" or args.agreement_set):
+        raise UsageError("--precision int8 and --agreement-set apply to ONNX exports", hint="--out model.onnx")
     model = load_model(source, text_encoder=False).eval()
     agreement = None
     if fmt == "onnx":
         from mghft.serve.precision_setup import export_with_precision
 
         agreement = export_with_precision(
-            model, args.out, args.precision, checkpoint=source, calibration=args.calibration or None, opset=args.opset
+            model,
+            args.out,
+            args.precision,
+            checkpoint=source,
+            agreement_set=args.agreement_set or None,
+            opset=args.opset,
         )
         path = args.out
     else:

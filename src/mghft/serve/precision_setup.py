@@ -66,7 +66,7 @@ def setup_precision(
     requested: str,
     *,
     source: str | Path,
-    calibration: CalibrationInput = None,
+    agreement_set: CalibrationInput = None,
     limit: int = DEFAULT_CALIBRATION_IMAGES,
 ) -> None:
     """Set ``predictor.precision``, ``.agreement`` and ``.precision_reason`` for ``requested`` (see the module).
@@ -79,9 +79,9 @@ def setup_precision(
         raise UsageError(f"--precision {requested!r}: choose one of {', '.join(PRECISION_CHOICES)}")
     model = predictor.model
     is_file = getattr(model, "backend", "pytorch") == "onnxruntime"
-    if calibration and (is_file or requested == "fp32"):  # a flag that would change nothing is a mistake
+    if agreement_set and (is_file or requested == "fp32"):  # a flag that would change nothing is a mistake
         what = "a file carries the agreement measured at export" if is_file else "fp32 is the reference"
-        raise UsageError(f"--calibration: nothing is measured here ({what})", hint="leave out --calibration")
+        raise UsageError(f"--agreement-set: nothing is measured here ({what})", hint="leave out --agreement-set")
     if is_file:
         _setup_file(predictor, requested, source)
         return
@@ -103,7 +103,7 @@ def setup_precision(
     cpu = cpu_support()
     if requested == "bf16":
         check_precision("bf16", cpu)
-        agreement = checkpoint_agreement(predictor, "bf16", source, calibration, limit)
+        agreement = checkpoint_agreement(predictor, "bf16", source, agreement_set, limit)
         if not agreement.passed:
             warnings.warn(f"bf16 runs as asked, but {agreement.line()}", stacklevel=3)
         predictor.precision, predictor.agreement = "bf16", agreement.to_dict()
@@ -113,7 +113,7 @@ def setup_precision(
     agreements: dict[str, Agreement] = {}
     if cpu.refusal("bf16") is None:
         try:
-            agreements["bf16"] = checkpoint_agreement(predictor, "bf16", source, calibration, limit)
+            agreements["bf16"] = checkpoint_agreement(predictor, "bf16", source, agreement_set, limit)
         except UsageError as e:  # no calibration set: bf16 cannot be checked, so it is not chosen
             predictor.precision_reason = f"bf16 not checked: {e}"
             return
@@ -155,7 +155,7 @@ def checkpoint_agreement(
     measurement (stored in the folder's ``precision.json`` when it is a writable local folder)."""
     folder = Path(source) if Path(source).is_dir() else None
     weights = weights_id(folder) if folder is not None else ""
-    cal = calibration_set(folder, calibration, limit=limit)  # raises a UsageError naming --calibration if none
+    cal = calibration_set(folder, calibration, limit=limit)  # raises a UsageError naming --agreement-set if none
     cal_hash = cal.sha256()
     if folder is not None:
         stored = read_agreements(folder).get(precision)
@@ -261,7 +261,7 @@ def export_with_precision(
     precision: str,
     *,
     checkpoint: str | Path,
-    calibration: CalibrationInput = None,
+    agreement_set: CalibrationInput = None,
     limit: int = DEFAULT_CALIBRATION_IMAGES,
     opset: int = 17,
 ) -> Agreement | None:
@@ -283,7 +283,7 @@ def export_with_precision(
             hint=f"run bf16 from the checkpoint: mghft predict --model {checkpoint} --precision bf16",
         )
     try:
-        cal = calibration_set(checkpoint, calibration, limit=limit)
+        cal = calibration_set(checkpoint, agreement_set, limit=limit)
     except UsageError:
         if precision == "int8":
             raise

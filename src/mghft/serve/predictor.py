@@ -642,7 +642,7 @@ def load_predictor(
     calibrated: bool = True,
     emoji: Mapping[str, str] | None = None,
     precision: str = "fp32",
-    calibration: Sequence[str | Path] | str | Path | None = None,
+    agreement_set: Sequence[str | Path] | str | Path | None = None,
 ) -> Predictor:
     """A :class:`Predictor` for a checkpoint folder, an exported ``.onnx`` file, a Hugging Face Hub repo id, or a
     registered variant name.
@@ -666,7 +666,7 @@ def load_predictor(
         precision: ``fp32`` (default), ``bf16``, ``int8`` or ``auto`` (:mod:`mghft.precision`); a precision this
             CPU cannot run well, or one the file does not hold, raises
             :class:`~mghft.precision.PrecisionRefused` (naming why).
-        calibration: image files or folders to measure a non-fp32 precision's agreement with fp32 on (default:
+        agreement_set: image files or folders to measure a non-fp32 precision's agreement with fp32 on (default:
             the checkpoint's validation split, when its ``train.yaml`` is beside it).
     """
     from mghft.models.factory import create_model, load_model
@@ -719,7 +719,7 @@ def load_predictor(
     )
     from mghft.serve.precision_setup import setup_precision
 
-    setup_precision(predictor, precision, source=path_or_name, calibration=calibration)
+    setup_precision(predictor, precision, source=path_or_name, agreement_set=agreement_set)
     return predictor
 
 
