@@ -140,6 +140,8 @@ _EMOJI_DRAWN = """() => Array.from(document.querySelectorAll('#emoji img')).map(
 def test_a_new_request_clears_the_old_result_and_emoji_are_drawn_from_served_artwork(
     page: object, predictor: Predictor, tmp_path: Path
 ) -> None:
+    for box in page.query_selector_all("#describe textarea"):  # an earlier test may have typed a view
+        box.fill("")
     good = tmp_path / "happy.png"
     sticker(13).save(good)
     want = predictor.predict([good])[0]
