@@ -10,8 +10,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from mghft.cli_args import COUNT, FINITE, POSITIVE, jsonl_file, jsonl_problem, local_path, number, sqlite_file
+from mghft.cli_args import COUNT, FINITE, POSITIVE, jsonl_file, local_path, number, sqlite_file
 from mghft.errors import MghftError, NotFoundError, UsageError
+from mghft.filekinds import jsonl_problem
 
 _DATASETS = ("folder", "ser30k", "metmeme", "manifest")
 _STORE_HELP = "description store (SQLite file)"
@@ -487,5 +488,7 @@ def _cmd_zeroshot(args: argparse.Namespace) -> int:
     if summary["interrupted"]:
         return 130
     if summary["fatal_error"]:  # one message naming the (redacted) URL, and the fix
-        raise FatalBackendError(summary["fatal_error"], hint=summary["fatal_hint"] or None)
+        fatal = FatalBackendError(summary["fatal_error"], hint=summary["fatal_hint"] or None)
+        fatal.exit_code = summary.get("fatal_exit_code") or 2
+        raise fatal
     return 0

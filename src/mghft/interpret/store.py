@@ -21,8 +21,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from mghft.cli_args import jsonl_problem, sqlite_problem
 from mghft.errors import DataError, MghftError, UsageError
+from mghft.filekinds import jsonl_problem, sqlite_problem
 from mghft.interpret.description import Description, image_sha256, utc_now
 from mghft.sqlite_rows import rows_where_in
 

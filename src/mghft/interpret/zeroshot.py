@@ -241,7 +241,7 @@ def run_zeroshot(
     if limit is not None:
         todo = todo[: max(0, limit)]
     started = time.monotonic()
-    interrupted, fatal, hint = False, "", ""
+    interrupted, fatal, hint, fatal_exit_code = False, "", "", 2
     fatal_usage: dict[str, int] = {}
 
     async def main() -> None:
@@ -255,6 +255,7 @@ def run_zeroshot(
         interrupted = True
     except FatalBackendError as err:
         fatal, hint, fatal_usage = str(err), err.hint or "", err.usage.as_dict()
+        fatal_exit_code = err.exit_code  # 1 for a server that cannot be reached (found at run time), else 2
     latest, spent_by_key = _read_existing(pred_file)
     wanted = {s.key for s in samples}
     spent = {
@@ -272,6 +273,7 @@ def run_zeroshot(
         interrupted=interrupted,
         fatal_error=fatal,
         fatal_hint=hint,
+        fatal_exit_code=fatal_exit_code if fatal else None,
         notes=list(client.notes),
     )
     with open(out / "summary.json", "w", encoding="utf-8") as fh:

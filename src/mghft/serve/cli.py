@@ -107,10 +107,10 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help="JSON {label: emoji} overriding the checkpoint's emoji for each emotion",
     )
-    g.add_argument("--top-k", type=int, metavar="K",
+    g.add_argument("--top-k", type=COUNT, metavar="K",
                    help="several emotions per sticker: the K most probable, each with its probability, in an "
                    "'emotions' column (with --min-probability: both must hold)")  # fmt: skip
-    g.add_argument("--min-probability", type=float, metavar="P",
+    g.add_argument("--min-probability", type=number(float, above=0, maximum=1), metavar="P",
                    help="several emotions per sticker: those whose (calibrated) probability is at least P")  # fmt: skip
     g.add_argument(
         "--whatsapp-pack",

@@ -129,6 +129,7 @@ class OnnxModel:
             "text_features": np.ascontiguousarray(text_features.detach().float().cpu().numpy()),
             "view_mask": np.ascontiguousarray(view_mask.detach().cpu().numpy().astype(bool)),
         }
+        feeds = {k: v for k, v in feeds.items() if k in self.input_names}  # a graph lists only what it reads
         outs = dict(zip(self.output_names, self.session.run(None, feeds), strict=True))
         result: dict[str, Any] = {"logits": torch.from_numpy(outs["logits"])}
         if explain:

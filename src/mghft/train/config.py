@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 import yaml
 
-from mghft.cli_args import looks_like
 from mghft.config import (
     COMPAT_MODES,
     CONFIG_DOC_HINT,
@@ -23,6 +22,7 @@ from mghft.config import (
     load_yaml,
 )
 from mghft.errors import UsageError, did_you_mean
+from mghft.filekinds import looks_like
 from mghft.views import VIEWS
 
 DATA_FORMATS = ("ser30k", "metmeme", "manifest", "folder")
