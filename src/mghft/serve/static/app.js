@@ -9,6 +9,7 @@ let current = null; // { image: HTMLImageElement, prediction }
 let emojiArtwork = null; // the credit line of the emoji images the service serves, or null: emoji shown as text
 let emojiMap = {}; // class -> emoji of the service's model (/v1/model), for each chosen emotion
 let lastFile = null; // the sticker last asked about: asked again when the several-emotions settings change
+let asked = 0; // the number of the latest request: an answer to an earlier one (other settings) is not shown
 
 function setStatus(text, isError) {
   const s = $("status");
@@ -132,6 +133,7 @@ function showEmotions(emotions, sel) {
 async function predict(file) {
   clearResult();
   lastFile = file;
+  const mine = ++asked;
   const sel = selection();
   if (sel.error) {
     setStatus(`Several emotions per sticker: ${sel.error}`, true);
@@ -149,10 +151,11 @@ async function predict(file) {
   try {
     response = await fetch("/v1/predict" + (sel.query ? `?${sel.query}` : ""), { method: "POST", body: form, headers });
   } catch (e) {
-    setStatus(`The service cannot be reached: ${e.message}`, true);
+    if (mine === asked) setStatus(`The service cannot be reached: ${e.message}`, true);
     return;
   }
   const body = await response.json().catch(() => ({}));
+  if (mine !== asked) return;
   if (!response.ok) {
     const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || body);
     setStatus(`Error ${response.status}: ${detail}`, true);
@@ -162,6 +165,7 @@ async function predict(file) {
   const prediction = body.predictions[0];
   let image = null;
   try { image = await readImage(file); } catch (e) { /* shown without the picture */ }
+  if (mine !== asked) return;
   current = { image, prediction, sel };
   render();
   setStatus(`${file.name}: done`, false);
