@@ -123,3 +123,17 @@ def test_an_actor_with_another_model_than_the_driver_stops_the_job_naming_what_d
     assert all(d in message for d in actor.differences(driver)) and "weights_sha256" in message, message
     assert "same checkpoint" in caught.value.hint
     assert out_table.read_output(out).num_rows == 0  # nothing the other model wrote reached the table
+
+
+def test_an_actor_that_cannot_load_its_model_gives_error_rows_naming_why_under_the_drivers_fingerprint(
+    local_ray, checkpoint: Path, tmp_path: Path
+) -> None:
+    locations = [str(p) for p, _, _ in synthetic.write_images(tmp_path / "in", 1)]
+    out = tmp_path / "out"
+    missing = tmp_path / "not-on-this-node"  # a checkpoint path the workers do not see
+    summary = _job(locations, out, checkpoint, ray_engine._PredictActor, model=str(missing))
+    rows = out_table.read_output(out).to_pylist()
+    assert sorted(r["path"] for r in rows) == sorted(locations) and summary.errors == len(locations)
+    for r in rows:
+        assert str(missing) in r["error"] and f"failed {ray_engine.ATTEMPTS} attempts" in r["error"], r["error"]
+        assert r["fingerprint"] == summary.fingerprint and r["label"] is None
