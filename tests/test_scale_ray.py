@@ -234,3 +234,17 @@ def test_several_emotions_per_sticker_on_ray_are_rows_of_their_own_fingerprint(
         assert [e["label"] for e in r["emotions"]][0] == r["label"] and len(r["emotions"]) == 2
         assert all(abs(e["probability"] - r[f"p_{e['label']}"]) < 1e-5 for e in r["emotions"])
     assert all(r["emotions"] is None for r in read_output(out, one.fingerprint).to_pylist())
+    # the exports carry the emotions: a list of {label, probability} in Parquet, the same as JSON text in CSV
+    import csv
+
+    import pyarrow.parquet as pq
+
+    from mghft.cli import main
+
+    want = {r["path"]: r["emotions"] for r in read_output(out, two.fingerprint).to_pylist()}
+    fp = ["--fingerprint", two.fingerprint]
+    assert main(["catalog", "export", str(out), *fp, "--out", str(tmp_path / "e.pq"), "--format", "parquet"]) == 0
+    assert {r["path"]: r["emotions"] for r in pq.read_table(tmp_path / "e.pq").to_pylist()} == want
+    assert main(["catalog", "export", str(out), *fp, "--out", str(tmp_path / "e.csv"), "--format", "csv"]) == 0
+    rows = list(csv.DictReader((tmp_path / "e.csv").open(encoding="utf-8")))
+    assert {r["path"]: json.loads(r["emotions"]) for r in rows} == want and len(rows) == 3

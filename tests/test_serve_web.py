@@ -173,3 +173,58 @@ def test_the_service_serves_emoji_artwork_by_code_point(server: BackgroundServer
     for bad in ("..%2Fapp.py", "1f604.png", "zz.svg", "1f604"):
         assert httpx.get(server.url + f"/emoji/{bad}").status_code == 404, bad
     assert "Twemoji" in httpx.get(server.url + "/v1/model").json()["emoji_artwork"]
+
+
+_CHOSEN = """() => Array.from(document.querySelectorAll('#emotions li')).map((e) => ({
+  label: e.dataset.class, probability: Number(e.dataset.probability), text: e.querySelector('.pct').textContent,
+  emoji: e.querySelector('.emo').dataset.emoji || null, drawn: Array.from(e.querySelectorAll('.emo img')).map(
+    (i) => i.complete && i.naturalWidth > 0) }))"""
+
+
+def test_several_emotions_per_sticker_are_asked_for_and_each_shown_with_its_probability_and_emoji(
+    page: object, predictor: Predictor, tmp_path: Path
+) -> None:
+    from mghft.selection import select_emotions
+
+    page.evaluate("document.querySelectorAll('#describe textarea').forEach((t) => { t.value = ''; })")  # typed earlier
+    path = tmp_path / "several.png"
+    sticker(14).save(path)
+    want = predictor.predict([path])[0]
+    ranked = sorted(want.probabilities.values(), reverse=True)
+    floor = round((ranked[1] + ranked[2]) / 2, 2)  # between the second and third: the top two reach it
+    assert ranked[2] < floor <= ranked[1], ranked
+    page.fill("#top-k", "3")
+    page.fill("#min-probability", str(floor))
+    page.evaluate("document.getElementById('label').textContent = ''")
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#emotions li")
+    chosen = select_emotions(want.probabilities, top_k=3, min_probability=floor)
+    assert len(chosen) == 2  # the minimum probability, not K, decided: both were sent
+    page.wait_for_function("() => Array.from(document.querySelectorAll('#emotions img')).every(e => e.complete)")
+    shown = page.evaluate(_CHOSEN)
+    assert [(s["label"], s["probability"]) for s in shown] == [
+        (e["label"], pytest.approx(e["probability"], abs=1e-5)) for e in chosen
+    ]
+    assert [s["text"] for s in shown] == [f"{100 * e['probability']:.1f}%" for e in chosen]
+    emoji = predictor.emoji or {}
+    assert [s["emoji"] for s in shown] == [emoji.get(e["label"]) for e in chosen] and emoji
+    assert all(s["drawn"] == [True] for s in shown), shown  # each emoji drawn from the served artwork
+    assert page.text_content("#label") == want.label == shown[0]["label"]
+    assert "at most 3" in page.text_content("#chosen-rule") and str(floor) in page.text_content("#chosen-rule")
+    shots = Path(os.environ.get("MGHFT_SCREENSHOTS", tmp_path))
+    page.screenshot(path=str(shots / "several-emotions.png"))
+    # a changed setting asks again for the same sticker: top-1 alone
+    page.fill("#min-probability", "")
+    page.fill("#top-k", "1")
+    page.dispatch_event("#top-k", "change")
+    page.wait_for_function("() => document.querySelectorAll('#emotions li').length === 1")
+    assert page.evaluate(_CHOSEN)[0]["label"] == want.label
+    # a value out of range is refused on the page, naming the field, rather than sent and quietly ignored
+    page.fill("#top-k", str(len(CLASSES) + 1))
+    page.dispatch_event("#top-k", "change")
+    page.wait_for_selector("#status.error")
+    assert "at most K most probable" in page.text_content("#status") and page.is_hidden("#result")
+    page.fill("#top-k", "")
+    page.dispatch_event("#top-k", "change")
+    page.wait_for_selector("#label:not(:empty)")
+    assert page.is_hidden("#chosen-box"), "one emotion asked for: no chosen list"

@@ -12,9 +12,10 @@ The pipeline (a Ray Data streaming job):
    (:mod:`mghft.scale.table`: one Delta transaction per chunk, keyed by (path, fingerprint)), so a killed job
    keeps what it committed and a batch that Ray retried or regrouped adds nothing twice.
 
-Ray retries a failed read task and restarts a lost actor at most :data:`ATTEMPTS` - 1 times; a batch that still
-fails becomes error rows (``error`` names the cause) and the job ends. ``mghft descriptions import`` reads an
-interpret output into a description store for training.
+Ray retries a failed read task and restarts a lost actor at most :data:`ATTEMPTS` - 1 times, and an actor labels a
+batch whose labelling raised at most :data:`ATTEMPTS` times; a batch that still fails becomes error rows (``error``
+names the cause: the exception raised, or its worker or node lost each time) and the job ends.
+``mghft descriptions import`` reads an interpret output into a description store for training.
 """
 
 from __future__ import annotations
@@ -179,7 +180,32 @@ def predict_fingerprint(predictor: Any, selection: dict[str, Any] | None = None)
     return predictor_fingerprint(predictor, selection=selection)
 
 
-class _PredictActor:
+class _CappedAttempts:
+    """Labels a batch with ``self._label`` at most :data:`ATTEMPTS` times while it raises; then returns the batch's
+    rows as errors naming the last exception, so the cause reaches the table rather than only a worker's log (Ray
+    Data would try a raising batch once and report it as lost). A worker that dies is Ray's to restart."""
+
+    def _label(self, batch: Any) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        for _ in range(ATTEMPTS):
+            try:
+                return self._label(batch)
+            except Exception as e:  # noqa: PERF203 (each attempt must catch its own failure)
+                last = e
+        error = f"{type(last).__name__}: {last} (its batch failed {ATTEMPTS} attempts); run again to retry"
+        # an actor that never loaded its model has no fingerprint: the driver stamps its own on these error rows
+        fp, parts = getattr(self, "fingerprint", None), getattr(self, "parts", None)
+        paths, shas = batch.column("path").to_pylist(), batch.column("sha256").to_pylist()
+        rows = [{"path": p, "sha256": h, "fingerprint": fp, "fingerprint_parts": parts, "error": error}
+                for p, h in zip(paths, shas, strict=True)]  # fmt: skip
+        return pa.Table.from_pylist(rows)
+
+
+class _PredictActor(_CappedAttempts):
     """Loads the predictor on its first batch (a rerun with nothing left to label loads no model); labels batches
     and returns their rows."""
 
@@ -202,7 +228,7 @@ class _PredictActor:
         self.fingerprint, self.parts = fp.id, json.dumps(fp.parts, sort_keys=True, ensure_ascii=False)
         self.schema = predict_schema(self.predictor.class_names)
 
-    def __call__(self, batch: Any) -> Any:
+    def _label(self, batch: Any) -> Any:
         import pyarrow as pa
 
         from mghft.data.images import ImageLoadError
@@ -258,7 +284,7 @@ def interpret_fingerprint(backend: Any, max_side: int) -> Fingerprint:
     return writer_fingerprint(backend, max_side=max_side)
 
 
-class _InterpretActor:
+class _InterpretActor(_CappedAttempts):
     """Builds the interpreter backend once; describes batches (``concurrency`` images at a time) and returns their
     rows."""
 
@@ -293,7 +319,7 @@ class _InterpretActor:
         )
         return row
 
-    def __call__(self, batch: Any) -> Any:
+    def _label(self, batch: Any) -> Any:
         from concurrent.futures import ThreadPoolExecutor
 
         import pyarrow as pa
@@ -354,8 +380,21 @@ def _lost_rows(schema: Any, lost: Sequence[str], fp: Fingerprint) -> Any:
     import pyarrow as pa
 
     parts = json.dumps(fp.parts, sort_keys=True, ensure_ascii=False)
-    error = f"its batch failed {ATTEMPTS} attempts (a worker or node lost each time); run again to retry"
+    error = f"its batch failed {ATTEMPTS} attempts (its worker or node lost each time); run again to retry"
     rows = [{"path": p, "sha256": "", "fingerprint": fp.id, "fingerprint_parts": parts, "error": error} for p in lost]
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _as_job_rows(batch: Any, schema: Any, fp: Fingerprint) -> Any:
+    """Error rows of a failed batch in the job's schema; those of an actor that never loaded its model (no
+    fingerprint) are stamped with the driver's, as they hold nothing a model produced."""
+    import pyarrow as pa
+
+    parts = json.dumps(fp.parts, sort_keys=True, ensure_ascii=False)
+    rows = batch.to_pylist()
+    for r in rows:
+        if r.get("fingerprint") is None and r.get("error"):
+            r["fingerprint"], r["fingerprint_parts"] = fp.id, parts
     return pa.Table.from_pylist(rows, schema=schema)
 
 
@@ -432,6 +471,8 @@ def _run(
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             if batch.num_rows == 0:
                 continue
+            if batch.schema != schema:  # the error rows of a batch that raised every attempt (_CappedAttempts)
+                batch = _as_job_rows(batch, schema, fingerprint)
             got = set(batch.column("fingerprint").to_pylist())
             if got != {fingerprint.id}:
                 other = Fingerprint.from_json(

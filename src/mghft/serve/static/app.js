@@ -1,11 +1,15 @@
 // The sticker page: upload one image to /v1/predict and show the emotion, the probabilities, the view texts and
-// the heatmap of the patches Local Re-Attention picked, drawn over the sticker.
+// the heatmap of the patches Local Re-Attention picked, drawn over the sticker. With "several emotions per sticker"
+// set (top_k and/or min_probability), every chosen emotion is listed with its probability and its emoji.
 "use strict";
 
 const TITLES = { intention: "Intention", style: "Style", main_role: "Main role", posture_expression: "Posture and expression" };
 const $ = (id) => document.getElementById(id);
 let current = null; // { image: HTMLImageElement, prediction }
 let emojiArtwork = null; // the credit line of the emoji images the service serves, or null: emoji shown as text
+let emojiMap = {}; // class -> emoji of the service's model (/v1/model), for each chosen emotion
+let lastFile = null; // the sticker last asked about: asked again when the several-emotions settings change
+let asked = 0; // the number of the latest request: an answer to an earlier one (other settings) is not shown
 
 function setStatus(text, isError) {
   const s = $("status");
@@ -21,6 +25,8 @@ async function loadModelInfo() {
       (info.interpreter ? ` · interpreter ${info.interpreter}` : " · no interpreter");
     $("key-row").hidden = !(info.limits && info.limits.api_key_required);
     emojiArtwork = info.emoji_artwork || null;
+    emojiMap = info.emoji || {};
+    $("top-k").max = String(info.classes.length);
   } catch (e) {
     $("model-name").textContent = "model info unavailable";
   }
@@ -32,6 +38,23 @@ function descriptions() {
     if (t.value.trim()) views[t.dataset.view] = t.value.trim();
   }
   return Object.keys(views).length ? views : null;
+}
+
+// The query of several emotions per sticker: { query } ("" when none is asked for), or { error } naming the field
+// the browser cannot read as a number in its range (sent as it is, the service would answer one emotion: not asked).
+function selection() {
+  const params = new URLSearchParams();
+  const fields = [["top-k", "top_k", "at most K most probable"], ["min-probability", "min_probability", "probability at least"]];
+  for (const [id, name, title] of fields) {
+    const input = $(id);
+    if (!input.validity.valid) {
+      return { error: `"${title}": ${input.validationMessage || "not a number in range"} (${input.min}` +
+        `${input.max ? " to " + input.max : " or more"})` };
+    }
+    if (input.value !== "") params.set(name, input.value);
+  }
+  const query = params.toString();
+  return { query, topK: params.get("top_k"), minProbability: params.get("min_probability") };
 }
 
 function readImage(file) {
@@ -47,8 +70,9 @@ function readImage(file) {
 function clearResult() {
   current = null;
   $("result").hidden = true;
-  for (const id of ["label", "confidence", "calibration", "view-source", "emoji-credit"]) $(id).textContent = "";
-  for (const id of ["emoji", "probs", "views"]) $(id).replaceChildren();
+  for (const id of ["label", "confidence", "calibration", "view-source", "emoji-credit", "chosen-rule"]) $(id).textContent = "";
+  for (const id of ["emoji", "probs", "views", "emotions"]) $(id).replaceChildren();
+  $("chosen-box").hidden = true;
   draw();
 }
 
@@ -57,24 +81,64 @@ function emojiFile(emoji) {
   return Array.from(emoji).map((c) => c.codePointAt(0).toString(16)).filter((h) => h !== "fe0f").join("-") + ".svg";
 }
 
+// One emoji: the service's artwork when it serves some (no emoji font needed), else the character.
+function emojiNode(emoji) {
+  if (!emojiArtwork) return document.createTextNode(emoji + " ");
+  const img = document.createElement("img");
+  img.className = "emoji";
+  img.alt = emoji;
+  img.title = emoji;
+  img.src = `/emoji/${emojiFile(emoji)}`;
+  img.addEventListener("error", () => img.replaceWith(document.createTextNode(emoji)));
+  return img;
+}
+
 function showEmoji(list) {
-  const box = $("emoji");
-  box.replaceChildren();
-  for (const emoji of list) {
-    if (!emojiArtwork) { box.append(document.createTextNode(emoji + " ")); continue; }
-    const img = document.createElement("img");
-    img.className = "emoji";
-    img.alt = emoji;
-    img.title = emoji;
-    img.src = `/emoji/${emojiFile(emoji)}`;
-    img.addEventListener("error", () => img.replaceWith(document.createTextNode(emoji)));
-    box.append(img);
-  }
+  $("emoji").replaceChildren(...list.map(emojiNode));
   $("emoji-credit").textContent = emojiArtwork && list.length ? ` · emoji: ${emojiArtwork}` : "";
+}
+
+// Every chosen emotion, most probable first, with its probability and its class's emoji (none where the model maps
+// none); an empty choice (no emotion reached the minimum probability) is said, not left blank.
+function showEmotions(emotions, sel) {
+  const rule = [sel.topK ? `at most ${sel.topK}` : "", sel.minProbability ? `p ≥ ${sel.minProbability}` : ""];
+  $("chosen-rule").textContent = `(${rule.filter(Boolean).join(", ")})`;
+  const list = $("emotions");
+  list.replaceChildren();
+  for (const e of emotions) {
+    const li = document.createElement("li");
+    li.dataset.class = e.label;
+    li.dataset.probability = String(e.probability);
+    const emoji = document.createElement("span");
+    emoji.className = "emo";
+    if (emojiMap[e.label]) { emoji.dataset.emoji = emojiMap[e.label]; emoji.append(emojiNode(emojiMap[e.label])); }
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = e.label;
+    const pct = document.createElement("span");
+    pct.className = "pct";
+    pct.textContent = `${(100 * e.probability).toFixed(1)}%`;
+    li.append(emoji, name, pct);
+    list.append(li);
+  }
+  if (!emotions.length) {
+    const li = document.createElement("li");
+    li.className = "none";
+    li.textContent = "no emotion reaches the minimum probability";
+    list.append(li);
+  }
+  $("chosen-box").hidden = false;
 }
 
 async function predict(file) {
   clearResult();
+  lastFile = file;
+  const mine = ++asked;
+  const sel = selection();
+  if (sel.error) {
+    setStatus(`Several emotions per sticker: ${sel.error}`, true);
+    return;
+  }
   setStatus(`Reading ${file.name} …`, false);
   const form = new FormData();
   form.append("files", file, file.name);
@@ -85,12 +149,13 @@ async function predict(file) {
   if (key) headers["X-API-Key"] = key;
   let response;
   try {
-    response = await fetch("/v1/predict", { method: "POST", body: form, headers });
+    response = await fetch("/v1/predict" + (sel.query ? `?${sel.query}` : ""), { method: "POST", body: form, headers });
   } catch (e) {
-    setStatus(`The service cannot be reached: ${e.message}`, true);
+    if (mine === asked) setStatus(`The service cannot be reached: ${e.message}`, true);
     return;
   }
   const body = await response.json().catch(() => ({}));
+  if (mine !== asked) return;
   if (!response.ok) {
     const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || body);
     setStatus(`Error ${response.status}: ${detail}`, true);
@@ -100,7 +165,8 @@ async function predict(file) {
   const prediction = body.predictions[0];
   let image = null;
   try { image = await readImage(file); } catch (e) { /* shown without the picture */ }
-  current = { image, prediction };
+  if (mine !== asked) return;
+  current = { image, prediction, sel };
   render();
   setStatus(`${file.name}: done`, false);
 }
@@ -111,6 +177,7 @@ function render() {
   $("label").textContent = p.label;
   $("confidence").textContent = `${(100 * p.confidence).toFixed(1)}%`;
   showEmoji(p.emoji || []);
+  if (current.sel.query) showEmotions(p.emotions || [], current.sel);
   // which temperature (views or bare image) was applied, or why none was
   $("calibration").textContent = p.calibrated
     ? `(calibrated on the validation split ${p.input_condition === "bare" ? "for images without views" : "with views"}: ` +
@@ -192,6 +259,9 @@ function setup() {
   }
   drop.addEventListener("drop", (e) => { if (e.dataTransfer.files.length) predict(e.dataTransfer.files[0]); });
   $("show-heat").addEventListener("change", draw);
+  for (const id of ["top-k", "min-probability"]) {
+    $(id).addEventListener("change", () => { if (lastFile) predict(lastFile); });
+  }
   loadModelInfo();
 }
 
