@@ -296,3 +296,11 @@ def test_calibrate_refuses_the_train_split(tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err
     assert "error: --split train would fit on the items the model was trained on" in err
     assert "hint: use --split val" in err
+
+
+def test_the_warning_for_a_temperature_not_applied_names_its_stickers() -> None:
+    from mghft.calibration import not_fitted
+    from mghft.train.calibrate import unreliable_warning
+
+    text = unreliable_warning(not_fitted("bare", "only 3 val items"))
+    assert text.startswith("the temperature for stickers with every view absent is not applied"), text

@@ -66,7 +66,8 @@ class SplitPredictions:
 def unreliable_warning(cal: Calibration) -> str:
     """What to tell the user when a fitted temperature is not applied."""
     t = "no fit" if cal.temperature != cal.temperature else f"fitted T = {cal.temperature:.3g}"
-    return f"the {CONDITION_TITLES[cal.condition]} temperature is not applied ({t}; T = 1 used): {cal.unreliable}"
+    where = CONDITION_TITLES[cal.condition]
+    return f"the temperature for stickers {where} is not applied ({t}; T = 1 used): {cal.unreliable}"
 
 
 def fit_conditions(val: SplitPredictions, produced_by: str = "the model") -> CalibrationRecord:
@@ -270,14 +271,18 @@ def calibrate_after_training(
             print(f"warning: {unreliable_warning(record[c])}")
     store_calibration(best, record, classes)
     add_to_report(report_dir, sections, diagrams)
+    shown: set[str] = set()
     for s in sections:
         if s["split"] == "test":
             temps = ", ".join(f"{c} T = {t:.3f}" for c, t in s["temperatures"].items())
-            print(
+            line = (
                 f"calibration ({temps}; fitted on val): test {CONDITION_TITLES.get(s['condition'], s['condition'])}"
                 f" ECE {100 * s['before']['ece']:.2f}% -> {100 * s['after']['ece']:.2f}%, NLL "
                 f"{s['before']['nll']:.4f} -> {s['after']['nll']:.4f}"
             )
+            if line not in shown:  # a model without views has the same items bare in both sections
+                print(line)
+                shown.add(line)
     return {**record.to_dict(), "sections": sections}
 
 
