@@ -84,3 +84,16 @@ def test_resume_refuses_changed_labels_or_descriptions_and_evaluate_lists_them(
     [line] = [w for w in ev["warnings"] if w.startswith("data content")]
     assert "labels changed" in line and "anger -> happiness" in line
     assert "data content" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_an_item_moved_between_splits_is_named() -> None:
+    """Swapping a training and a test item in the split file keeps every label and description: still a change."""
+    from mghft.provenance import fingerprint_changes
+
+    saved = {"labels": {"train": {"a.png": "anger", "b.png": "joy"}, "test": {"c.png": "anger"}},
+             "descriptions": {"train": {"a.png": "1", "b.png": "2"}, "test": {"c.png": "3"}}}  # fmt: skip
+    now = {"labels": {"train": {"c.png": "anger", "b.png": "joy"}, "test": {"a.png": "anger"}},
+           "descriptions": {"train": {"c.png": "3", "b.png": "2"}, "test": {"a.png": "1"}}}  # fmt: skip
+    moved = "2 item(s) moved between splits: a.png train -> test, c.png test -> train"
+    assert fingerprint_changes(saved, now) == [moved]
+    assert fingerprint_changes(saved, now, only={"a.png"}) == ["1 item(s) moved between splits: a.png train -> test"]

@@ -106,6 +106,19 @@ def fingerprint_changes(
                     more = f", … ({len(which) - _SHOWN} more)" if len(which) > _SHOWN else ""
                     parts.append(f"{len(which)} item(s) {word}: " + ", ".join(which[:_SHOWN]) + more)
         out.extend(parts)
+    # An item that changed split keeps its label and description, so the sentences above miss it: a training item
+    # moved to test would be evaluated after being trained on.
+    where_a = {k: split for split, items in (saved.get("labels") or {}).items() for k in items}
+    where_b = {k: split for split, items in (now.get("labels") or {}).items() for k in items}
+    common = set(where_a) & set(where_b) if only is None else set(where_a) & set(where_b) & only
+    moved = sorted(k for k in common if where_a[k] != where_b[k])
+    if moved:
+        more = f", … ({len(moved) - _SHOWN} more)" if len(moved) > _SHOWN else ""
+        out.append(
+            f"{len(moved)} item(s) moved between splits: "
+            + ", ".join(f"{k} {where_a[k]} -> {where_b[k]}" for k in moved[:_SHOWN])
+            + more
+        )
     return out
 
 
