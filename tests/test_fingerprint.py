@@ -78,3 +78,16 @@ def test_a_writer_fingerprint_is_its_backend_model_and_prompt() -> None:
     c = writer_fingerprint(build_backend("vllm:other", base_urls=["http://127.0.0.1:9"]), max_side=512)
     assert a == b and a != c and a.parts["writer"]["model"] == "m"
     assert any(d.startswith("writer:") for d in c.differences(a))
+
+
+def test_an_exported_file_has_a_fingerprint_of_its_bytes(checkpoint: Path, tmp_path: Path) -> None:
+    """Ray predict on a .onnx file fingerprints it like a checkpoint (it had no state dict to hash)."""
+    from mghft.cli import main
+
+    onnx_file = tmp_path / "m.onnx"
+    assert main(["export", str(checkpoint), "--out", str(onnx_file)]) == 0
+    fp = predictor_fingerprint(load_predictor(onnx_file, text_encoder=False))
+    assert fp == predictor_fingerprint(load_predictor(onnx_file, text_encoder=False))
+    import hashlib
+
+    assert fp.parts["weights_sha256"] == hashlib.sha256(onnx_file.read_bytes()).hexdigest()  # the file's bytes

@@ -81,10 +81,17 @@ def _sha256_json(value: Any) -> str | None:
 
 
 def weights_sha256(model: Any) -> str:
-    """SHA-256 of a torch module's state dict (name, dtype, shape and bytes of every tensor, in name order)."""
+    """SHA-256 of a torch module's state dict (name, dtype, shape and bytes of every tensor, in name order); for
+    an exported file run through ONNX Runtime (:class:`mghft.serve.onnx_model.OnnxModel`), of the file's bytes (its
+    weights, graph and metadata)."""
     import torch
 
     h = hashlib.sha256()
+    if not hasattr(model, "state_dict") and hasattr(model, "path"):  # an ONNX file: its bytes are its weights
+        with open(model.path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().to("cpu").contiguous()
         h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
